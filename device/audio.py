@@ -1,0 +1,201 @@
+"""PCM audio in and out of aiortc tracks, at whatever rate the caller uses.
+
+The network side is always Opus at 48 kHz in 20 ms frames. `MicrophoneTrack`
+takes mono int16 PCM at any rate and paces it out in real time, filling gaps
+with silence so RTP timing never stalls. `AudioStream` turns a received track
+back into mono int16 frames at the rate and frame size the caller asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+OPUS_RATE = 48000
+FRAME_MS = 20
+OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000
+
+
+@dataclass
+class AudioChunk:
+    """Mono int16 PCM."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+class Resampler:
+    """Mono/stereo int16 at any rate to mono int16 at `rate` (PyAV's swresample)."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self._in_rate: int | None = None
+        self._in_layout: str | None = None
+        self._swr: av.AudioResampler | None = None
+
+    def _pcm_out(self, frames: list[av.AudioFrame]) -> np.ndarray:
+        if not frames:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16, copy=False)
+
+    def resample_frame(self, frame: av.AudioFrame) -> np.ndarray:
+        layout = frame.layout.name
+        if frame.sample_rate == self.rate and layout == "mono" and frame.format.name == "s16":
+            return frame.to_ndarray().reshape(-1)
+        if self._swr is None or frame.sample_rate != self._in_rate or layout != self._in_layout:
+            self._swr = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
+            self._in_rate, self._in_layout = frame.sample_rate, layout
+        frame.pts = None  # timestamps are ours to keep, not swresample's
+        return self._pcm_out(self._swr.resample(frame))
+
+    def resample(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.int16).reshape(-1)
+        if rate == self.rate:
+            return samples
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        return self.resample_frame(frame)
+
+
+class MicrophoneTrack(MediaStreamTrack):
+    """An outgoing audio track fed with PCM; real-time paced, silence on underrun or mute."""
+
+    kind = "audio"
+
+    def __init__(self, *, max_buffer_ms: int = 200):
+        super().__init__()
+        self._resampler = Resampler(OPUS_RATE)
+        self._buf = np.zeros(0, dtype=np.int16)
+        self._max = OPUS_RATE * max_buffer_ms // 1000
+        self._space = asyncio.Event()
+        self._space.set()
+        self._start: float | None = None
+        self._pts = 0
+        self.muted = False
+        self.frames_sent = 0
+        self.samples_dropped = 0
+        self.first_frame_sent = asyncio.Event()
+        self._feeder: asyncio.Task | None = None
+
+    # -- input side ---------------------------------------------------------------
+    def write_nowait(self, samples: np.ndarray, sample_rate: int) -> None:
+        """For capture callbacks: never blocks; drops the oldest audio past the buffer."""
+        pcm = self._resampler.resample(samples, sample_rate)
+        self._buf = np.concatenate([self._buf, pcm])
+        excess = len(self._buf) - self._max
+        if excess > 0:
+            self._buf = self._buf[excess:]
+            self.samples_dropped += excess
+        if len(self._buf) >= self._max:
+            self._space.clear()
+
+    async def write(self, samples: np.ndarray, sample_rate: int) -> None:
+        """For file-like sources: waits while the buffer is full, so playback keeps real time."""
+        while len(self._buf) >= self._max:
+            self._space.clear()
+            await self._space.wait()
+        self.write_nowait(samples, sample_rate)
+
+    def feed(self, source: AsyncIterator[AudioChunk]) -> asyncio.Task:
+        """Pump an async source of chunks into the track until it ends."""
+
+        async def pump() -> None:
+            async for chunk in source:
+                if self.readyState != "live":
+                    return
+                await self.write(chunk.samples, chunk.sample_rate)
+
+        if self._feeder:
+            self._feeder.cancel()
+        self._feeder = asyncio.ensure_future(pump())
+        return self._feeder
+
+    @property
+    def buffered(self) -> float:
+        return len(self._buf) / OPUS_RATE
+
+    # -- aiortc side --------------------------------------------------------------
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            wait = self._start + self._pts / OPUS_RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.2:  # the loop stalled: skip ahead rather than burst
+                self._start = time.monotonic() - self._pts / OPUS_RATE
+        if len(self._buf) >= OPUS_FRAME:
+            pcm, self._buf = self._buf[:OPUS_FRAME], self._buf[OPUS_FRAME:]
+        else:
+            pcm, self._buf = np.concatenate([self._buf, np.zeros(OPUS_FRAME - len(self._buf), np.int16)]), self._buf[:0]
+        self._space.set()
+        if self.muted:
+            pcm = np.zeros(OPUS_FRAME, np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = OPUS_RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, OPUS_RATE)
+        self._pts += OPUS_FRAME
+        self.frames_sent += 1
+        if not self.first_frame_sent.is_set():
+            self.first_frame_sent.set()
+        return frame
+
+    def stop(self) -> None:
+        if self._feeder:
+            self._feeder.cancel()
+        super().stop()
+
+
+class AudioStream:
+    """Mono int16 frames of `frame_ms` at `sample_rate` from a received track."""
+
+    def __init__(self, track: MediaStreamTrack, *, sample_rate: int = OPUS_RATE, frame_ms: int = FRAME_MS):
+        self.track = track
+        self.sample_rate = sample_rate
+        self.frame_size = sample_rate * frame_ms // 1000
+        self._resampler = Resampler(sample_rate)
+        self._buf = np.zeros(0, dtype=np.int16)
+        self.frames_received = 0
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> AudioChunk:
+        while len(self._buf) < self.frame_size:
+            try:
+                frame = await self.track.recv()
+            except MediaStreamError:
+                raise StopAsyncIteration from None
+            self.frames_received += 1
+            self._buf = np.concatenate([self._buf, self._resampler.resample_frame(frame)])
+        out, self._buf = self._buf[: self.frame_size], self._buf[self.frame_size:]
+        return AudioChunk(out, self.sample_rate)
+
+
+async def tone(frequency: float, *, sample_rate: int = 48000, amplitude: float = 0.3,
+               frame_ms: int = FRAME_MS, duration: float | None = None) -> AsyncIterator[AudioChunk]:
+    """A sine tone as chunks, as fast as the consumer takes them (MicrophoneTrack paces)."""
+    n = sample_rate * frame_ms // 1000
+    phase = 0
+    total = None if duration is None else int(duration * sample_rate)
+    sent = 0
+    while total is None or sent < total:
+        t = (phase + np.arange(n)) / sample_rate
+        yield AudioChunk((amplitude * 32767 * np.sin(2 * np.pi * frequency * t)).astype(np.int16), sample_rate)
+        phase += n
+        sent += n
+        await asyncio.sleep(0)

@@ -1,0 +1,610 @@
+"""`Room`: a LiveKit participant on aiortc, joined over /rtc/v1.
+
+Events (`room.on(name, handler)`), named as in the official SDKs:
+connected, disconnected(reason), reconnecting(kind), reconnected(kind),
+participant_connected(p), participant_disconnected(p, reason),
+track_published(pub, p), track_unpublished(pub, p),
+track_subscribed(track, pub, p), track_unsubscribed(track, pub, p),
+track_muted(pub, p), track_unmuted(pub, p),
+participant_attributes_changed(changed, p), agent_state_changed(p, state),
+participant_metadata_changed(p, old), participant_name_changed(p, old),
+active_speakers_changed(speakers), connection_quality_changed(p, quality),
+room_metadata_changed(old, new), data_received(message),
+text_stream_received(reader), local_track_published(track).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from aiortc import RTCIceServer
+from livekit.protocol import models, rtc
+
+from . import ice
+from .audio import AudioChunk, AudioStream, MicrophoneTrack
+from .backoff import Backoff
+from .data import DataMessage, decode_packet, sender_identity, to_message, user_packet
+from .errors import ConnectError, Disconnected, LiveKitError, ProtocolError, TokenRejected
+from .events import EventEmitter
+from .peer import PeerSession
+from .rpc import DEFAULT_RESPONSE_TIMEOUT, RpcEndpoint, RpcHandler
+from .signal_connection import SignalConnection
+from .signaling import DisconnectReason, JoinOptions, LeaveAction, ReconnectReason, SignalProtocol, join_query
+from .state import Participant, RoomState, TrackPublication
+from .streams import StreamHandler, TextStreamAssembler
+
+log = logging.getLogger(__name__)
+
+TrackSource = models.TrackSource
+
+
+@dataclass
+class RoomOptions:
+    auto_subscribe: bool = True
+    attributes: dict[str, str] = field(default_factory=dict)
+    metadata: str = ""
+    connect_timeout: float = 10.0
+    # Expected room: a token for any other room is refused before connecting.
+    room: str | None = None
+    # Host addresses offered for ICE; None: loopback only when the server is on
+    # loopback, otherwise every interface.
+    ice_host_addresses: list[str] | None = None
+    # How long to keep trying to get back into the room after losing it.
+    reconnect_window: float = 60.0
+
+
+def token_claims(token: str) -> dict:
+    """The JWT payload, unverified: only the server can verify; we read the room."""
+    try:
+        payload = token.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except Exception:
+        raise TokenRejected(0, "access token is not a JWT") from None
+
+
+class LocalAudioTrack:
+    """Our published microphone: feed PCM into `track`, mute and unmute it."""
+
+    def __init__(self, room: "Room", name: str, track: MicrophoneTrack, source: int):
+        self._room = room
+        self.name = name
+        self.track = track
+        self.source = source
+        self.sid = ""
+        self.published = asyncio.Event()
+
+    @property
+    def cid(self) -> str:
+        return self.track.id
+
+    @property
+    def muted(self) -> bool:
+        return self.track.muted
+
+    async def mute(self) -> None:
+        await self._room._set_muted(self, True)
+
+    async def unmute(self) -> None:
+        await self._room._set_muted(self, False)
+
+    def feed(self, source: AsyncIterator[AudioChunk]) -> asyncio.Task:
+        return self.track.feed(source)
+
+
+class Room(EventEmitter):
+    def __init__(self, options: RoomOptions | None = None):
+        super().__init__()
+        self.options = options or RoomOptions()
+        self.state = RoomState()
+        self.connection_state = "disconnected"
+        self.disconnect_reason: str | None = None
+        self._url = ""
+        self._token = ""
+        self._protocol = SignalProtocol()
+        self._signal: SignalConnection | None = None
+        self._peer: PeerSession | None = None
+        self._rpc = RpcEndpoint(self._send_packet)
+        self._streams = TextStreamAssembler()
+        self._stream_handlers: dict[str, StreamHandler] = {}
+        self._local_tracks: list[LocalAudioTrack] = []
+        self._publish_waiters: dict[str, asyncio.Future] = {}
+        self._remote_tracks: dict[str, object] = {}  # track sid -> aiortc track
+        self._unresolved_tracks: dict[str, object] = {}
+        self._reconnect_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = asyncio.Event()
+
+    # -- read-only views ----------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    @property
+    def sid(self) -> str:
+        return self.state.sid
+
+    @property
+    def metadata(self) -> str:
+        return self.state.metadata
+
+    @property
+    def local_participant(self) -> Participant:
+        if self.state.local is None:
+            raise ConnectError("not connected")
+        return self.state.local
+
+    @property
+    def remote_participants(self) -> dict[str, Participant]:
+        return self.state.remote
+
+    @property
+    def active_speakers(self) -> list[Participant]:
+        return self.state.active_speakers
+
+    @property
+    def rtt(self) -> float | None:
+        """Signal round-trip time in seconds, from the newest ping."""
+        return self._protocol.rtt
+
+    @property
+    def refresh_token(self) -> str | None:
+        return self._protocol.refresh_token
+
+    @property
+    def token(self) -> str:
+        """The newest token: the server's refresh, else the one we joined with."""
+        return self._protocol.refresh_token or self._token
+
+    # -- connect ------------------------------------------------------------------
+    async def connect(self, url: str, token: str) -> None:
+        if self.options.room is not None:
+            granted = (token_claims(token).get("video") or {}).get("room")
+            if granted != self.options.room:
+                raise TokenRejected(0, f"token grants room {granted!r}, not {self.options.room!r}")
+        self._url, self._token = url, token
+        self.connection_state = "connecting"
+        try:
+            await self._join(resume=False)
+        except BaseException:
+            self.connection_state = "disconnected"
+            await self._teardown()
+            raise
+        self.connection_state = "connected"
+        self.emit("connected")
+
+    def _host_addresses(self) -> list[str] | None:
+        if self.options.ice_host_addresses is not None:
+            return self.options.ice_host_addresses
+        return ["127.0.0.1"] if ice.is_loopback_url(self._url) else None
+
+    def _ice_servers(self, servers) -> list[RTCIceServer]:
+        # aiortc takes one STUN/TURN server; a loopback server needs none, and a
+        # STUN query that goes unanswered would only delay gathering.
+        if ice.is_loopback_url(self._url):
+            return []
+        for s in servers:
+            urls = [u for u in s.urls if u.startswith(("stun:", "turn:")) and "transport=tcp" not in u]
+            if urls:
+                return [RTCIceServer(urls=urls[0], username=s.username or None, credential=s.credential or None)]
+        return []
+
+    async def _open_signal(self, query: str) -> rtc.SignalResponse:
+        self._protocol = SignalProtocol() if self._protocol is None else self._protocol
+        signal = SignalConnection(self._protocol, self._on_signal, self._on_signal_lost)
+        first = await signal.open(self._url, self.token, query, self.options.connect_timeout)
+        self._signal = signal
+        return first
+
+    async def _join(self, resume: bool) -> None:
+        """A full join: new signal session, new peer connection, republish our tracks."""
+        opts = JoinOptions(auto_subscribe=self.options.auto_subscribe, attributes=self.options.attributes,
+                           metadata=self.options.metadata)
+        first = await self._open_signal(join_query(opts))
+        kind = first.WhichOneof("message")
+        if kind == "leave":
+            await self._signal.close()
+            raise ConnectError(f"server refused the join: {DisconnectReason.Name(first.leave.reason)}")
+        if kind != "join":
+            await self._signal.close()
+            raise ProtocolError(f"expected a join response, got {kind}")
+        events = self.state.apply_join(first.join)
+        if self.options.room is not None and self.state.name != self.options.room:
+            await self._signal.close()
+            raise TokenRejected(0, f"joined room {self.state.name!r}, expected {self.options.room!r}")
+        self._peer = PeerSession(self._ice_servers(first.join.ice_servers), self._send_offer, self._host_addresses())
+        self._wire_peer(self._peer)
+        self._signal.start()
+        for t in self._local_tracks:
+            t.sid = ""
+            t.published.clear()
+            self._peer.add_sender(t.track)
+        await self._peer.negotiate()
+        for t in self._local_tracks:
+            await self._request_publish(t)
+        try:
+            await asyncio.wait_for(self._peer.connected.wait(), self.options.connect_timeout)
+        except asyncio.TimeoutError:
+            raise ConnectError(
+                f"joined the room but the media connection did not come up within "
+                f"{self.options.connect_timeout:.0f}s (ICE/DTLS with the server failed)"
+            ) from None
+        if resume:  # a rejoin: tell the user what changed while we were away
+            for name, args in events:
+                self.emit(name, *args)
+
+    def _wire_peer(self, peer: PeerSession) -> None:
+        @peer.pc.on("track")
+        def _on_track(track) -> None:
+            self._track_arrived(peer, track)
+
+        @peer.pc.on("connectionstatechange")
+        def _on_state() -> None:
+            if peer is self._peer and peer.pc.connectionState == "failed" and self.connection_state == "connected":
+                self._start_reconnect("media connection failed", resume=False)
+
+        for channel in (peer.reliable, peer.lossy):
+            channel.on("message", self._on_data)
+
+    # -- signal messages ------------------------------------------------------------
+    async def _send(self, data: bytes) -> None:
+        if self._signal is None:
+            raise ConnectError("not connected")
+        await self._signal.send(data)
+
+    async def _send_offer(self, sdp: str, offer_id: int) -> None:
+        await self._send(self._protocol.offer(sdp, offer_id))
+
+    def _emit_all(self, events) -> None:
+        for name, args in events:
+            if name == "participant_disconnected":
+                self._rpc.participant_left(args[0].identity)
+                self._streams.sender_left(args[0].identity)
+            if name == "track_unpublished":
+                track = self._remote_tracks.pop(args[0].sid, None)
+                if track is not None:
+                    self.emit("track_unsubscribed", track, args[0], args[1])
+            self.emit(name, *args)
+            if name == "track_published":
+                self._resolve_tracks()
+
+    async def _on_signal(self, msg: rtc.SignalResponse) -> None:
+        kind = msg.WhichOneof("message")
+        if kind == "answer":
+            await self._peer.apply_answer(msg.answer.sdp, msg.answer.id, dict(msg.answer.mid_to_track_id))
+            self._remap_tracks()
+        elif kind == "trickle":
+            await self._peer.add_trickle(msg.trickle.candidateInit, msg.trickle.final)
+        elif kind == "update":
+            self._emit_all(self.state.apply_update(msg.update))
+        elif kind == "track_published":
+            fut = self._publish_waiters.pop(msg.track_published.cid, None)
+            if fut and not fut.done():
+                fut.set_result(msg.track_published.track)
+        elif kind == "media_sections_requirement":
+            req = msg.media_sections_requirement
+            self._peer.add_receivers(req.num_audios, req.num_videos)
+            await self._peer.negotiate()
+        elif kind == "speakers_changed":
+            self._emit_all(self.state.apply_speakers(msg.speakers_changed))
+        elif kind == "connection_quality":
+            self._emit_all(self.state.apply_quality(msg.connection_quality))
+        elif kind == "room_update":
+            self._emit_all(self.state.apply_room(msg.room_update.room))
+        elif kind == "mute":
+            for t in self._local_tracks:
+                if t.sid == msg.mute.sid:
+                    t.track.muted = msg.mute.muted
+            self._emit_all(self.state.apply_mute(msg.mute.sid, msg.mute.muted))
+        elif kind == "leave":
+            await self._on_leave(msg.leave)
+        elif kind == "request_response":
+            rr = msg.request_response
+            if rr.reason != rtc.RequestResponse.Reason.OK:
+                log.warning("server refused request %d: %s %s", rr.request_id,
+                            rtc.RequestResponse.Reason.Name(rr.reason), rr.message)
+        elif kind == "track_unpublished":
+            for t in self._local_tracks:
+                if t.sid == msg.track_unpublished.track_sid:
+                    t.sid = ""
+
+    async def _on_leave(self, leave: rtc.LeaveRequest) -> None:
+        reason = DisconnectReason.Name(leave.reason)
+        if leave.action == LeaveAction.RESUME:
+            self._start_reconnect(f"server asked to resume ({reason})", resume=True)
+        elif leave.action == LeaveAction.RECONNECT:
+            self._start_reconnect(f"server asked to reconnect ({reason})", resume=False)
+        else:
+            await self._close(reason)
+
+    async def _on_signal_lost(self, reason: str) -> None:
+        if self.connection_state == "connected":
+            self._start_reconnect(reason, resume=True)
+
+    # -- remote tracks ----------------------------------------------------------------
+    def _track_arrived(self, peer: PeerSession, track) -> None:
+        transceiver = peer.transceiver_for(track)
+        mid = transceiver.mid if transceiver else None
+        track_sid = peer.mid_to_track_id.get(mid or "") or ""
+        self._unresolved_tracks[mid or track.id] = track
+        if track_sid:
+            self._resolve_tracks()
+
+    def _remap_tracks(self) -> None:
+        """An answer may move a known receiver onto another published track."""
+        peer = self._peer
+        for t in peer.pc.getTransceivers():
+            track = t.receiver.track if t.receiver else None
+            if track is None or t.mid is None:
+                continue
+            sid = peer.mid_to_track_id.get(t.mid)
+            if sid and self._remote_tracks.get(sid) is not track:
+                self._unresolved_tracks[t.mid] = track
+        self._resolve_tracks()
+
+    def _resolve_tracks(self) -> None:
+        peer = self._peer
+        if peer is None:
+            return
+        for key, track in list(self._unresolved_tracks.items()):
+            sid = peer.mid_to_track_id.get(key)
+            found = self.state.find_track(sid) if sid else None
+            if found is None:
+                continue
+            del self._unresolved_tracks[key]
+            participant, pub = found
+            self._remote_tracks[sid] = track
+            self.emit("track_subscribed", track, pub, participant)
+
+    def remote_track(self, track_sid: str):
+        return self._remote_tracks.get(track_sid)
+
+    def audio_stream(self, track, *, sample_rate: int = 48000, frame_ms: int = 20) -> AudioStream:
+        """Decoded mono PCM from a subscribed track (or its sid) at `sample_rate`."""
+        if isinstance(track, str):
+            track = self._remote_tracks[track]
+        return AudioStream(track, sample_rate=sample_rate, frame_ms=frame_ms)
+
+    async def wait_for_audio_track(self, identity: str | None = None, timeout: float = 10.0):
+        """The first subscribed audio track (of `identity`, if given)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for sid, track in self._remote_tracks.items():
+                found = self.state.find_track(sid)
+                if found and found[1].kind == "audio" and (identity is None or found[0].identity == identity):
+                    return track
+            await asyncio.sleep(0.05)
+        raise asyncio.TimeoutError(f"no audio track from {identity or 'anyone'} within {timeout:.0f}s")
+
+    # -- publishing -------------------------------------------------------------------
+    async def publish_audio(self, source: AsyncIterator[AudioChunk] | None = None, *, name: str = "microphone",
+                            source_kind: int = TrackSource.MICROPHONE, timeout: float = 10.0) -> LocalAudioTrack:
+        """Publish an Opus microphone track; feed it from `source` or with `track.write`."""
+        local = LocalAudioTrack(self, name, MicrophoneTrack(), source_kind)
+        self._local_tracks.append(local)
+        self._peer.add_sender(local.track)
+        await self._peer.negotiate()
+        await self._request_publish(local, timeout)
+        if source is not None:
+            local.feed(source)
+        self.emit("local_track_published", local)
+        return local
+
+    async def _request_publish(self, local: LocalAudioTrack, timeout: float = 10.0) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._publish_waiters[local.cid] = fut
+        await self._send(self._protocol.add_track(local.cid, local.name, source=local.source, muted=local.muted))
+        try:
+            info = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise ConnectError(f"server did not confirm publishing {local.name!r} within {timeout:.0f}s") from None
+        local.sid = info.sid
+        if self.state.local is not None:
+            self.state.local.tracks[info.sid] = TrackPublication.from_info(info)
+        local.published.set()
+
+    async def _set_muted(self, local: LocalAudioTrack, muted: bool) -> None:
+        local.track.muted = muted
+        if local.sid:
+            await self._send(self._protocol.mute(local.sid, muted))
+            self._emit_all(self.state.apply_mute(local.sid, muted))
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        await self._send(self._protocol.update_participant(attributes=attributes))
+
+    async def set_metadata(self, metadata: str) -> None:
+        await self._send(self._protocol.update_participant(metadata=metadata))
+
+    async def set_name(self, name: str) -> None:
+        await self._send(self._protocol.update_participant(name=name))
+
+    # -- data, RPC, streams -------------------------------------------------------------
+    async def publish_data(self, payload: bytes | str, *, reliable: bool = True, topic: str | None = None,
+                           destination_identities: list[str] | None = None, timeout: float = 10.0) -> None:
+        if isinstance(payload, str):
+            payload = payload.encode()
+        await self._send_packet(user_packet(payload, reliable=reliable, topic=topic,
+                                            destination_identities=destination_identities), timeout)
+
+    async def _send_packet(self, packet: models.DataPacket, timeout: float = 10.0) -> None:
+        if self._peer is None:
+            raise ConnectError("not connected")
+        channel = self._peer.reliable if packet.kind == models.DataPacket.Kind.RELIABLE else self._peer.lossy
+        deadline = time.monotonic() + timeout
+        while channel.readyState != "open":
+            if self.connection_state == "disconnected" or time.monotonic() > deadline:
+                raise ConnectError(f"data channel {channel.label} is not open")
+            await asyncio.sleep(0.02)
+            channel = self._peer.reliable if packet.kind == models.DataPacket.Kind.RELIABLE else self._peer.lossy
+        channel.send(packet.SerializeToString())
+
+    def _on_data(self, data) -> None:
+        try:
+            packet = decode_packet(data)
+        except ProtocolError as exc:
+            log.warning("dropping data packet: %s", exc)
+            return
+        kind = packet.WhichOneof("value")
+        sender = sender_identity(packet)
+        if kind == "user":
+            msg: DataMessage = to_message(packet)
+            self.emit("data_received", msg)
+        elif kind == "rpc_request":
+            self._spawn(self._rpc.handle_request(sender, packet.rpc_request))
+        elif kind == "rpc_ack":
+            self._rpc.handle_ack(packet.rpc_ack)
+        elif kind == "rpc_response":
+            self._rpc.handle_response(packet.rpc_response)
+        elif kind == "stream_header":
+            try:
+                reader = self._streams.on_header(packet.stream_header, sender)
+            except ProtocolError as exc:
+                log.warning("dropping text stream: %s", exc)
+                return
+            if reader is not None:
+                handler = self._stream_handlers.get(reader.info.topic)
+                if handler is not None:
+                    result = handler(reader, sender)
+                    if asyncio.iscoroutine(result):
+                        self._spawn(result)
+        elif kind == "stream_chunk":
+            self._streams.on_chunk(packet.stream_chunk)
+        elif kind == "stream_trailer":
+            reader = self._streams.on_trailer(packet.stream_trailer)
+            if reader is not None:
+                self.emit("text_stream_received", reader)
+
+    def register_rpc_method(self, method: str, handler: RpcHandler) -> None:
+        self._rpc.register(method, handler)
+
+    def unregister_rpc_method(self, method: str) -> None:
+        self._rpc.unregister(method)
+
+    async def perform_rpc(self, destination_identity: str, method: str, payload: str = "", *,
+                          response_timeout: float = DEFAULT_RESPONSE_TIMEOUT) -> str:
+        return await self._rpc.call(destination_identity, method, payload, response_timeout=response_timeout)
+
+    def register_text_stream_handler(self, topic: str, handler: StreamHandler) -> None:
+        self._stream_handlers[topic] = handler
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- reconnect ----------------------------------------------------------------------
+    def _start_reconnect(self, reason: str, resume: bool) -> None:
+        if self._reconnect_task and not self._reconnect_task.done():
+            return
+        if self.connection_state != "connected":
+            return
+        log.info("connection lost (%s); %s", reason, "resuming" if resume else "rejoining")
+        self.connection_state = "reconnecting"
+        self._reconnect_task = asyncio.ensure_future(self._reconnect(reason, resume))
+
+    async def _reconnect(self, reason: str, resume: bool) -> None:
+        backoff = Backoff()
+        deadline = time.monotonic() + self.options.reconnect_window
+        kind = "resume" if resume else "rejoin"
+        self.emit("reconnecting", kind)
+        while time.monotonic() < deadline and self.connection_state == "reconnecting":
+            try:
+                if resume and self._peer is not None and self._peer.pc.connectionState == "connected":
+                    if await self._try_resume():
+                        self.connection_state = "connected"
+                        self.emit("reconnected", "resume")
+                        return
+                    resume = False  # the server no longer knows this session
+                    continue
+                await self._close_session()
+                await self._join(resume=True)
+                self.connection_state = "connected"
+                self.emit("reconnected", "rejoin")
+                return
+            except TokenRejected as exc:
+                await self._close(f"token rejected while reconnecting: {exc.reason}")
+                return
+            except (LiveKitError, OSError) as exc:
+                delay = backoff.next_delay()
+                log.info("reconnect attempt failed (%s); next in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+        if self.connection_state == "reconnecting":
+            await self._close(f"could not reconnect within {self.options.reconnect_window:.0f}s: {reason}")
+
+    async def _try_resume(self) -> bool:
+        """Reopen signaling for the same participant; the peer connection stays up."""
+        if self._signal is not None:
+            await self._signal.close()
+        opts = JoinOptions(auto_subscribe=self.options.auto_subscribe)
+        query = join_query(opts, reconnect=True, participant_sid=self.local_participant.sid,
+                           reconnect_reason=ReconnectReason.RR_SIGNAL_DISCONNECTED)
+        first = await self._open_signal(query)
+        kind = first.WhichOneof("message")
+        if kind != "reconnect":
+            await self._signal.close()
+            return False
+        self._signal.start()
+        return True
+
+    async def _close_session(self) -> None:
+        if self._signal is not None:
+            await self._signal.close()
+            self._signal = None
+        if self._peer is not None:
+            peer, self._peer = self._peer, None
+            await peer.close()
+        for sid, track in list(self._remote_tracks.items()):
+            found = self.state.find_track(sid)
+            if found:
+                self.emit("track_unsubscribed", track, found[1], found[0])
+        self._remote_tracks.clear()
+        self._unresolved_tracks.clear()
+
+    # -- leave ----------------------------------------------------------------------------
+    async def disconnect(self) -> None:
+        """Leave the room; the others see us go with reason CLIENT_INITIATED."""
+        if self.connection_state == "disconnected":
+            return
+        if self._signal is not None:
+            try:
+                await self._signal.send(self._protocol.leave())
+            except Exception:
+                pass
+        await self._close("CLIENT_INITIATED")
+
+    async def _close(self, reason: str) -> None:
+        if self.connection_state == "disconnected":
+            return
+        self.connection_state = "disconnected"
+        self.disconnect_reason = reason
+        if self._reconnect_task and self._reconnect_task is not asyncio.current_task():
+            self._reconnect_task.cancel()
+        await self._teardown()
+        self._closed.set()
+        self.emit("disconnected", reason)
+
+    async def _teardown(self) -> None:
+        self._rpc.close()
+        for t in self._local_tracks:
+            t.track.stop()
+        await self._close_session()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def wait_closed(self) -> str:
+        await self._closed.wait()
+        return self.disconnect_reason or ""
+
+
+async def connect(url: str, token: str, options: RoomOptions | None = None, **kwargs) -> Room:
+    """Join the room the token grants; returns a connected `Room`."""
+    if options is None:
+        options = RoomOptions(**kwargs)
+    room = Room(options)
+    await room.connect(url, token)
+    return room

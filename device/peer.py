@@ -1,0 +1,135 @@
+"""The single peer connection of /rtc/v1, on aiortc.
+
+We always offer. Our own tracks ride sendonly transceivers; the server asks for
+recvonly ones through `media_sections_requirement` and names what each carries
+in the answer's `mid_to_track_id`. aiortc gathers all candidates before it
+returns the local description, so the offer carries them; the server trickles
+its own, which we hold until the answer is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Awaitable, Callable
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.sdp import candidate_from_sdp
+
+from . import ice
+from .data import LOSSY_CHANNEL, RELIABLE_CHANNEL
+
+log = logging.getLogger(__name__)
+
+SendOffer = Callable[[str, int], Awaitable[None]]
+
+
+class PeerSession:
+    def __init__(self, ice_servers: list[RTCIceServer], send_offer: SendOffer,
+                 host_addresses: list[str] | None = None):
+        self._send_offer = send_offer
+        self._host_addresses = host_addresses
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        # A recvonly audio m-line first: with max-bundle the first section owns the
+        # transport, and aiortc wants media sections before the data channel.
+        self.pc.addTransceiver("audio", direction="recvonly")
+        self.reliable = self.pc.createDataChannel(RELIABLE_CHANNEL, ordered=True)
+        self.lossy = self.pc.createDataChannel(LOSSY_CHANNEL, ordered=False, maxRetransmits=0)
+        self.mid_to_track_id: dict[str, str] = {}
+        self._offer_id = 0
+        self._awaiting_answer: asyncio.Future | None = None
+        self._renegotiate = False
+        self._lock = asyncio.Lock()
+        self._held_candidates: list[dict] = []
+        self._answered_once = False
+        self.connected = asyncio.Event()
+
+        @self.pc.on("connectionstatechange")
+        def _state() -> None:
+            if self.pc.connectionState == "connected":
+                self.connected.set()
+
+    # -- negotiation --------------------------------------------------------------
+    async def negotiate(self) -> None:
+        """Send a fresh offer; if one is in flight, send another once it is answered."""
+        if self._awaiting_answer is not None and not self._awaiting_answer.done():
+            self._renegotiate = True
+            return
+        async with self._lock:
+            self._offer_id += 1
+            offer = await self.pc.createOffer()
+            with ice.host_addresses(self._host_addresses):
+                await self.pc.setLocalDescription(offer)
+            self._awaiting_answer = asyncio.get_running_loop().create_future()
+            await self._send_offer(self.pc.localDescription.sdp, self._offer_id)
+
+    async def apply_answer(self, sdp: str, answer_id: int, mid_to_track_id: dict[str, str]) -> None:
+        if answer_id and answer_id != self._offer_id:
+            log.debug("ignoring answer %d for superseded offer %d", answer_id, self._offer_id)
+            return
+        self.mid_to_track_id.update(mid_to_track_id)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        self._answered_once = True
+        held, self._held_candidates = self._held_candidates, []
+        for cand in held:
+            await self._add_candidate(cand)
+        if self._awaiting_answer and not self._awaiting_answer.done():
+            self._awaiting_answer.set_result(None)
+        if self._renegotiate:
+            self._renegotiate = False
+            await self.negotiate()
+
+    async def wait_answered(self, timeout: float) -> None:
+        if self._awaiting_answer is not None:
+            await asyncio.wait_for(asyncio.shield(self._awaiting_answer), timeout)
+
+    def add_receivers(self, num_audios: int, num_videos: int) -> None:
+        for _ in range(num_audios):
+            self.pc.addTransceiver("audio", direction="recvonly")
+        for _ in range(num_videos):
+            self.pc.addTransceiver("video", direction="recvonly")
+
+    def add_sender(self, track) -> None:
+        self.pc.addTransceiver(track, direction="sendonly")
+
+    # -- ICE ----------------------------------------------------------------------
+    async def add_trickle(self, candidate_init: str, final: bool) -> None:
+        try:
+            cand = json.loads(candidate_init) if candidate_init else {}
+        except ValueError:
+            log.warning("ignoring unparsable ICE candidate from server")
+            return
+        if not self._answered_once:
+            self._held_candidates.append(cand)
+            return
+        await self._add_candidate(cand)
+
+    async def _add_candidate(self, cand: dict) -> None:
+        text = cand.get("candidate") or ""
+        if not text:
+            return
+        if text.startswith("candidate:"):
+            text = text[len("candidate:"):]
+        try:
+            candidate = candidate_from_sdp(text)
+        except Exception:
+            log.warning("ignoring malformed ICE candidate from server")
+            return
+        if candidate.protocol.lower() != "udp":
+            return  # aiortc speaks ICE over UDP only
+        candidate.sdpMid = cand.get("sdpMid")
+        candidate.sdpMLineIndex = cand.get("sdpMLineIndex")
+        await self.pc.addIceCandidate(candidate)
+
+    def transceiver_for(self, track):
+        for t in self.pc.getTransceivers():
+            if t.receiver.track is track:
+                return t
+        return None
+
+    async def close(self) -> None:
+        if self._awaiting_answer and not self._awaiting_answer.done():
+            self._awaiting_answer.cancel()
+        await self.pc.close()
