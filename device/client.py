@@ -434,6 +434,13 @@ class Room(EventEmitter):
     async def _send_packet(self, packet: models.DataPacket, timeout: float = 10.0) -> None:
         if self._peer is None:
             raise ConnectError("not connected")
+        # receivers attribute the packet by these, whatever the server adds
+        me = self.local_participant
+        packet.participant_identity = me.identity
+        packet.participant_sid = me.sid
+        if packet.WhichOneof("value") == "user":
+            packet.user.participant_identity = me.identity
+            packet.user.participant_sid = me.sid
         channel = self._peer.reliable if packet.kind == models.DataPacket.Kind.RELIABLE else self._peer.lossy
         deadline = time.monotonic() + timeout
         while channel.readyState != "open":
@@ -472,6 +479,8 @@ class Room(EventEmitter):
                     result = handler(reader, sender)
                     if asyncio.iscoroutine(result):
                         self._spawn(result)
+                if reader.done:
+                    self.emit("text_stream_received", reader)
         elif kind == "stream_chunk":
             self._streams.on_chunk(packet.stream_chunk)
         elif kind == "stream_trailer":

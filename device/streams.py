@@ -82,6 +82,12 @@ class TextStreamAssembler:
             raise ProtocolError(f"more than {MAX_OPEN_STREAMS} text streams open at once")
         info = TextStreamInfo(header.stream_id, header.topic, sender, header.mime_type, dict(header.attributes))
         reader = TextStreamReader(info)
+        if header.inline_content:  # small streams come whole in the header, with no trailer
+            if len(header.inline_content) > MAX_STREAM_BYTES:
+                raise ProtocolError(f"inline stream exceeds {MAX_STREAM_BYTES} bytes")
+            reader._push(header.inline_content.decode("utf-8", errors="replace"))
+            reader._close()
+            return reader
         self._open[header.stream_id] = reader
         return reader
 

@@ -183,7 +183,8 @@ class LocalServer:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        # join requests log whole SDP offers: keep each line short
+        return "\n".join(line[:300] for line in text.splitlines()[-lines:])
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

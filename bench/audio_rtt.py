@@ -1,0 +1,434 @@
+"""Audio round trip through a local livekit-server: lkdevice vs the official SDK.
+
+Path: device -> server -> echo peer -> server -> device. The echo peer is an
+official-SDK `rtc.Room` that subscribes to the device's microphone
+(rtc.AudioStream, 48 kHz mono, 10 ms frames) and pushes every frame it gets into
+its own rtc.AudioSource (48 kHz mono, small queue), which it publishes. The
+device is either our lkdevice client ("ours") or an official-SDK rtc.Room in the
+same role ("official"); the echo peer is set up the same way for both.
+
+The device feeds its microphone in real time: 10 ms chunks handed over on a
+monotonic-clock schedule (MicrophoneTrack.write for ours, AudioSource.capture_frame
+for the official SDK), silence with a chirp (linear sweep, 1 -> 4 kHz, 100 ms)
+every second. Every chunk's hand-over time and every received 10 ms frame's
+arrival time are taken from the same monotonic clock. Each chirp is found in
+the received audio by normalised cross-correlation (numpy FFT) inside a window
+after its known send time; its delay is
+
+    arrival time of the received frame holding the chirp's first sample
+  - hand-over time of the sent chunk holding the chirp's first sample
+
+i.e. "first sample handed to the client" to "first sample available from the
+client". Runs alternate ours/official (ABBA order with --rounds 2), each with
+a fresh room and a fresh echo peer. Prints one JSON object on stdout.
+
+    host_tools/isolated.sh python bench/audio_rtt.py [--chirps 8] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+
+import numpy as np
+
+import _common as common
+
+log = logging.getLogger("bench.audio_rtt")
+
+RATE = 48000
+CHUNK = RATE // 100  # 10 ms
+ECHO_IDENTITY = "echo"
+
+
+def make_chirp(f0: float, f1: float, duration: float, amplitude: float) -> np.ndarray:
+    """A linear sweep with 2 ms raised-cosine edges, int16, length a whole number of chunks."""
+    n = int(round(duration * RATE / CHUNK)) * CHUNK
+    t = np.arange(n) / RATE
+    dur = n / RATE
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t * t / (2 * dur))
+    x = np.sin(phase)
+    edge = int(0.002 * RATE)
+    ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, edge))
+    x[:edge] *= ramp
+    x[-edge:] *= ramp[::-1]
+    return (amplitude * 32767 * x).astype(np.int16)
+
+
+# -- the echo peer (official SDK in both measurements) --------------------------------
+
+
+class EchoPeer:
+    def __init__(self, device_identity: str, queue_ms: int):
+        from livekit import rtc
+
+        self.rtc = rtc
+        self.device_identity = device_identity
+        self.queue_ms = queue_ms
+        self.room = rtc.Room()
+        self.source: "rtc.AudioSource | None" = None
+        self.frames = 0
+        self._task: asyncio.Task | None = None
+        self._stream = None
+
+        @self.room.on("track_subscribed")
+        def _on_track(track, publication, participant) -> None:
+            if participant.identity == self.device_identity and track.kind == rtc.TrackKind.KIND_AUDIO:
+                if self._task is None:
+                    self._task = asyncio.ensure_future(self._pump(track))
+
+    async def start(self, url: str, room_name: str, timeout: float) -> None:
+        rtc = self.rtc
+        await asyncio.wait_for(self.room.connect(url, common.token(ECHO_IDENTITY, room_name)), timeout)
+        self.source = rtc.AudioSource(RATE, 1, queue_size_ms=self.queue_ms)
+        track = rtc.LocalAudioTrack.create_audio_track("echo", self.source)
+        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await asyncio.wait_for(self.room.local_participant.publish_track(track, opts), timeout)
+
+    async def _pump(self, track) -> None:
+        self._stream = self.rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=10)
+        async for ev in self._stream:
+            self.frames += 1
+            await self.source.capture_frame(ev.frame)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._stream.aclose(), 5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.room.disconnect(), 10)
+        if self.source is not None:
+            with contextlib.suppress(Exception):
+                await self.source.aclose()
+
+
+# -- the device under test ----------------------------------------------------------------
+
+
+class Device:
+    """Common receive bookkeeping: (arrival monotonic time, int16 samples) per frame."""
+
+    identity = "device"
+
+    def __init__(self) -> None:
+        self.rx: list[tuple[float, np.ndarray]] = []
+        self._rx_task: asyncio.Task | None = None
+
+    def queued_seconds(self) -> float:
+        return 0.0
+
+
+class OursDevice(Device):
+    identity = "device-ours"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = None
+        self.mic = None
+
+    async def start(self, url: str, room_name: str, timeout: float) -> None:
+        import lkdevice
+
+        self.room = await asyncio.wait_for(lkdevice.connect(url, common.token(self.identity, room_name)), timeout)
+        track = await self.room.wait_for_audio_track(ECHO_IDENTITY, timeout=timeout)
+        self._rx_task = asyncio.ensure_future(self._receive(track))
+        self.mic = await asyncio.wait_for(self.room.publish_audio(None), timeout)
+
+    async def _receive(self, track) -> None:
+        async for chunk in self.room.audio_stream(track, sample_rate=RATE, frame_ms=10):
+            self.rx.append((time.monotonic(), chunk.samples))
+
+    async def write(self, samples: np.ndarray) -> None:
+        await self.mic.track.write(samples, RATE)
+
+    def queued_seconds(self) -> float:
+        return self.mic.track.buffered
+
+    def stats(self) -> dict:
+        t = self.mic.track
+        return {"frames_sent": t.frames_sent, "samples_dropped": t.samples_dropped}
+
+    async def stop(self) -> None:
+        if self._rx_task is not None:
+            self._rx_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._rx_task
+        if self.room is not None:
+            await asyncio.wait_for(self.room.disconnect(), 10)
+
+
+class OfficialDevice(Device):
+    identity = "device-official"
+
+    def __init__(self, queue_ms: int) -> None:
+        from livekit import rtc
+
+        super().__init__()
+        self.rtc = rtc
+        self.queue_ms = queue_ms
+        self.room = rtc.Room()
+        self.source = None
+        self._stream = None
+        self._echo_track = asyncio.get_running_loop().create_future()
+
+        @self.room.on("track_subscribed")
+        def _on_track(track, publication, participant) -> None:
+            if participant.identity == ECHO_IDENTITY and track.kind == rtc.TrackKind.KIND_AUDIO:
+                if not self._echo_track.done():
+                    self._echo_track.set_result(track)
+
+    async def start(self, url: str, room_name: str, timeout: float) -> None:
+        rtc = self.rtc
+        await asyncio.wait_for(self.room.connect(url, common.token(self.identity, room_name)), timeout)
+        track = await asyncio.wait_for(self._echo_track, timeout)
+        self._rx_task = asyncio.ensure_future(self._receive(track))
+        self.source = rtc.AudioSource(RATE, 1, queue_size_ms=self.queue_ms)
+        mic = rtc.LocalAudioTrack.create_audio_track("microphone", self.source)
+        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await asyncio.wait_for(self.room.local_participant.publish_track(mic, opts), timeout)
+
+    async def _receive(self, track) -> None:
+        self._stream = self.rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=10)
+        async for ev in self._stream:
+            now = time.monotonic()
+            f = ev.frame
+            pcm = np.frombuffer(f.data, dtype=np.int16)
+            if f.num_channels > 1:
+                pcm = pcm.reshape(-1, f.num_channels)[:, 0]
+            self.rx.append((now, pcm.copy()))
+
+    async def write(self, samples: np.ndarray) -> None:
+        frame = self.rtc.AudioFrame(samples.tobytes(), RATE, 1, len(samples))
+        await self.source.capture_frame(frame)
+
+    def queued_seconds(self) -> float:
+        return self.source.queued_duration
+
+    def stats(self) -> dict:
+        return {}
+
+    async def stop(self) -> None:
+        if self._rx_task is not None:
+            self._rx_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._rx_task
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._stream.aclose(), 5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.room.disconnect(), 10)
+        if self.source is not None:
+            with contextlib.suppress(Exception):
+                await self.source.aclose()
+
+
+# -- feeding and detection ------------------------------------------------------------------
+
+
+async def feed(device: Device, echo: EchoPeer, chirp: np.ndarray, args) -> tuple[list[float], list[float]]:
+    """Hand 10 ms chunks to the device in real time; returns chirp send times and sender queue levels."""
+    period_chunks = int(round(args.period * 100))
+    chirp_chunks = len(chirp) // CHUNK
+    silence = np.zeros(CHUNK, np.int16)
+    send_times: list[float] = []
+    queue_levels: list[float] = []
+    ready_deadline = time.monotonic() + args.ready_timeout
+    first_chirp: int | None = None
+    last_chunk: int | None = None
+    t0 = time.monotonic()
+    k = 0
+    while last_chunk is None or k <= last_chunk:
+        await common.sleep_until(t0 + k * CHUNK / RATE)
+        if first_chirp is None:
+            # Start the chirps once audio flows both ways (plus a short settle).
+            flowing = echo.frames >= args.settle_frames and len(device.rx) >= args.settle_frames
+            if flowing or time.monotonic() > ready_deadline:
+                if not flowing:
+                    log.warning("audio not flowing both ways after %.0fs (echo got %d frames, device %d); "
+                                "sending chirps anyway", args.ready_timeout, echo.frames, len(device.rx))
+                first_chirp = k + 10
+                last_chunk = first_chirp + (args.chirps - 1) * period_chunks + chirp_chunks + int(args.tail * 100)
+        samples = silence
+        onset = False
+        if first_chirp is not None and k >= first_chirp:
+            j, pos = divmod(k - first_chirp, period_chunks)
+            if j < args.chirps and pos < chirp_chunks:
+                samples = chirp[pos * CHUNK:(pos + 1) * CHUNK]
+                onset = pos == 0
+        t = time.monotonic()
+        await device.write(samples)
+        if onset:
+            send_times.append(t)
+            queue_levels.append(device.queued_seconds())
+        k += 1
+    return send_times, queue_levels
+
+
+def detect(rx: list[tuple[float, np.ndarray]], chirp: np.ndarray, send_times: list[float],
+           max_delay: float, threshold: float) -> list[dict]:
+    """For each send time, the delay to the received frame holding the chirp onset, or None."""
+    if not rx:
+        return [{"delay_ms": None, "score": 0.0} for _ in send_times]
+    arrivals = np.array([t for t, _ in rx])
+    lengths = np.array([len(s) for _, s in rx])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    signal = np.concatenate([s for _, s in rx]).astype(np.float64)
+    ref = chirp.astype(np.float64)
+    L = len(ref)
+    ref_norm = np.linalg.norm(ref)
+    out = []
+    for ts in send_times:
+        first = int(np.searchsorted(arrivals, ts - 0.005))
+        last = int(np.searchsorted(arrivals, ts + max_delay, side="right"))
+        if first >= len(rx):
+            out.append({"delay_ms": None, "score": 0.0})
+            continue
+        lo = int(starts[first])
+        hi = min(len(signal), int(starts[last - 1] + lengths[last - 1]) + L if last > first else lo)
+        seg = signal[lo:hi]
+        if len(seg) < L:
+            out.append({"delay_ms": None, "score": 0.0})
+            continue
+        nfft = 1 << int(np.ceil(np.log2(len(seg) + L)))
+        xc = np.fft.irfft(np.fft.rfft(seg, nfft) * np.conj(np.fft.rfft(ref, nfft)), nfft)[: len(seg) - L + 1]
+        energy = np.concatenate([[0.0], np.cumsum(seg * seg)])
+        win = np.sqrt(np.maximum(energy[L:] - energy[:-L], 0.0))
+        score = xc / (ref_norm * win + 1e-9 * ref_norm + 1.0)
+        i = int(np.argmax(score))
+        best = float(score[i])
+        if best < threshold:
+            out.append({"delay_ms": None, "score": round(best, 3)})
+            continue
+        onset = lo + i
+        f = int(np.searchsorted(starts, onset, side="right") - 1)
+        if arrivals[f] > ts + max_delay:
+            out.append({"delay_ms": None, "score": round(best, 3)})
+            continue
+        out.append({"delay_ms": round((arrivals[f] - ts) * 1000.0, 2), "score": round(best, 3)})
+    return out
+
+
+async def measure(kind: str, url: str, chirp: np.ndarray, args) -> dict:
+    room_name = common.fresh_room(f"rtt-{kind}")
+    device: Device = OursDevice() if kind == "ours" else OfficialDevice(args.device_queue_ms)
+    echo = EchoPeer(device.identity, args.echo_queue_ms)
+    try:
+        t0 = time.monotonic()
+        await echo.start(url, room_name, args.timeout)
+        await device.start(url, room_name, args.timeout)
+        setup = time.monotonic() - t0
+        send_times, queue_levels = await feed(device, echo, chirp, args)
+        await asyncio.sleep(0.05)
+        results = detect(device.rx, chirp, send_times, args.max_delay, args.threshold)
+        delays = [r["delay_ms"] for r in results]
+        found = [d / 1000.0 for d in delays if d is not None]
+        run = {
+            "client": kind,
+            "room": room_name,
+            "setup_ms": round(setup * 1000, 1),
+            "delays_ms": delays,
+            "scores": [r["score"] for r in results],
+            "detected": len(found),
+            "sent": len(send_times),
+            "sender_queue_ms_at_onset": [round(q * 1000, 1) for q in queue_levels],
+            "frames_received": len(device.rx),
+            "echo_frames": echo.frames,
+            **common.summary_ms(found),
+        }
+        if isinstance(device, OursDevice):
+            run["mic"] = device.stats()
+        log.info("%-8s delays %s ms (scores %s)", kind, delays, run["scores"])
+        return run
+    finally:
+        await device.stop()
+        await echo.stop()
+
+
+async def run(args, url: str) -> dict:
+    chirp = make_chirp(args.f0, args.f1, args.chirp_ms / 1000.0, args.amplitude)
+    runs: list[dict] = []
+    errors: list[dict] = []
+    for r in range(args.rounds):
+        order = ["ours", "official"] if r % 2 == 0 else ["official", "ours"]
+        for kind in order:
+            try:
+                runs.append(await measure(kind, url, chirp, args))
+            except Exception as exc:
+                log.exception("round %d %s failed", r, kind)
+                errors.append({"client": kind, "round": r, "error": repr(exc)})
+    out: dict = {
+        "benchmark": "audio_rtt",
+        "path": "device -> server -> echo peer (official SDK) -> server -> device",
+        "chirp": {"f0_hz": args.f0, "f1_hz": args.f1, "ms": args.chirp_ms, "period_s": args.period,
+                  "count_per_run": args.chirps},
+        "rounds": args.rounds,
+        "echo_queue_ms": args.echo_queue_ms,
+        "official_device_queue_ms": args.device_queue_ms,
+    }
+    for kind in ("ours", "official"):
+        mine = [x for x in runs if x["client"] == kind]
+        delays = [d for x in mine for d in x["delays_ms"] if d is not None]
+        entry = common.summary_ms([d / 1000.0 for d in delays])
+        entry["delays_ms"] = delays
+        entry["missed"] = sum(x["sent"] - x["detected"] for x in mine)
+        queue = [q for x in mine for q in x["sender_queue_ms_at_onset"]]
+        entry["sender_queue_ms_at_onset_median"] = round(float(np.median(queue)), 1) if queue else None
+        out[kind] = entry
+    out["ratio_ours_over_official_median"] = common.ratio(out["ours"]["median_ms"], out["official"]["median_ms"])
+    out["ratio_ours_over_official_p90"] = common.ratio(out["ours"]["p90_ms"], out["official"]["p90_ms"])
+    out["runs"] = runs
+    out["errors"] = errors
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--chirps", type=int, default=8, help="chirps per measurement (default 8)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds; each measures ours and official (default 2)")
+    p.add_argument("--period", type=float, default=1.0, help="seconds between chirp onsets")
+    p.add_argument("--chirp-ms", type=float, default=100.0)
+    p.add_argument("--f0", type=float, default=1000.0)
+    p.add_argument("--f1", type=float, default=4000.0)
+    p.add_argument("--amplitude", type=float, default=0.5, help="chirp peak, fraction of full scale")
+    p.add_argument("--echo-queue-ms", type=int, default=50, help="echo peer AudioSource queue_size_ms")
+    p.add_argument("--device-queue-ms", type=int, default=50,
+                   help="official device AudioSource queue_size_ms (ours buffers up to 200 ms)")
+    p.add_argument("--max-delay", type=float, default=0.8, help="search window after each send, seconds")
+    p.add_argument("--threshold", type=float, default=0.5, help="normalised correlation needed to count a chirp")
+    p.add_argument("--settle-frames", type=int, default=50,
+                   help="received 10 ms frames (both at echo and device) before the first chirp")
+    p.add_argument("--ready-timeout", type=float, default=10.0)
+    p.add_argument("--tail", type=float, default=1.0, help="silence after the last chirp, seconds")
+    p.add_argument("--timeout", type=float, default=15.0, help="per-step timeout in seconds")
+    p.add_argument("--deadline", type=float, default=115.0, help="hard limit for the whole run in seconds")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args()
+    if args.max_delay + args.chirp_ms / 1000.0 >= args.period:
+        p.error("--max-delay plus the chirp length must be shorter than --period")
+    common.require_isolation()
+    common.setup_logging(args.verbose)
+
+    servers: list = []
+    with common.watchdog(args.deadline, servers):
+        server = common.start_server()
+        servers.append(server)
+        try:
+            result = asyncio.run(asyncio.wait_for(run(args, server.url), args.deadline - 10))
+        finally:
+            server.stop()
+    result["environment"] = common.environment()
+    common.emit(result)
+    ok = result["ours"]["n"] > 0 and result["official"]["n"] > 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
