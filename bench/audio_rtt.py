@@ -72,6 +72,7 @@ class EchoPeer:
         self.room = rtc.Room()
         self.source: "rtc.AudioSource | None" = None
         self.frames = 0
+        self.rx: list[tuple[float, np.ndarray]] = []  # what the echo peer heard, for the uplink split
         self._task: asyncio.Task | None = None
         self._stream = None
 
@@ -92,8 +93,11 @@ class EchoPeer:
     async def _pump(self, track) -> None:
         self._stream = self.rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=10)
         async for ev in self._stream:
+            now = time.monotonic()
             self.frames += 1
             await self.source.capture_frame(ev.frame)
+            f = ev.frame
+            self.rx.append((now, np.frombuffer(f.data, dtype=np.int16).reshape(-1, f.num_channels)[:, 0].copy()))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -233,12 +237,17 @@ class OfficialDevice(Device):
 # -- feeding and detection ------------------------------------------------------------------
 
 
-async def feed(device: Device, echo: EchoPeer, chirp: np.ndarray, args) -> tuple[list[float], list[float]]:
-    """Hand 10 ms chunks to the device in real time; returns chirp send times and sender queue levels."""
+async def feed(device: Device, echo: EchoPeer, chirp: np.ndarray, args) -> tuple[list[float], list[float], list[float]]:
+    """Hand 10 ms chunks to the device in real time.
+
+    Returns the hand-over times of each chirp's first and last chunk, and the
+    sender's queued audio right after each chirp's first chunk.
+    """
     period_chunks = int(round(args.period * 100))
     chirp_chunks = len(chirp) // CHUNK
     silence = np.zeros(CHUNK, np.int16)
     send_times: list[float] = []
+    end_times: list[float] = []
     queue_levels: list[float] = []
     ready_deadline = time.monotonic() + args.ready_timeout
     first_chirp: int | None = None
@@ -257,63 +266,94 @@ async def feed(device: Device, echo: EchoPeer, chirp: np.ndarray, args) -> tuple
                 first_chirp = k + 10
                 last_chunk = first_chirp + (args.chirps - 1) * period_chunks + chirp_chunks + int(args.tail * 100)
         samples = silence
-        onset = False
+        onset = end = False
         if first_chirp is not None and k >= first_chirp:
             j, pos = divmod(k - first_chirp, period_chunks)
             if j < args.chirps and pos < chirp_chunks:
                 samples = chirp[pos * CHUNK:(pos + 1) * CHUNK]
                 onset = pos == 0
+                end = pos == chirp_chunks - 1
         t = time.monotonic()
         await device.write(samples)
         if onset:
             send_times.append(t)
             queue_levels.append(device.queued_seconds())
+        if end:
+            end_times.append(t)
         k += 1
-    return send_times, queue_levels
+    return send_times, end_times, queue_levels
 
 
 def detect(rx: list[tuple[float, np.ndarray]], chirp: np.ndarray, send_times: list[float],
-           max_delay: float, threshold: float) -> list[dict]:
-    """For each send time, the delay to the received frame holding the chirp onset, or None."""
+           end_times: list[float], max_delay: float, threshold: float) -> list[dict]:
+    """Find each chirp in the received audio.
+
+    For chirp i, `delay_ms` is the arrival time of the received frame holding its
+    first sample minus `send_times[i]`; `tail_delay_ms` the same for its last
+    sample against `end_times[i]`. None where no window position correlates
+    above `threshold`.
+    """
+    missing = {"delay_ms": None, "tail_delay_ms": None, "score": 0.0}
     if not rx:
-        return [{"delay_ms": None, "score": 0.0} for _ in send_times]
+        return [dict(missing) for _ in send_times]
     arrivals = np.array([t for t, _ in rx])
     lengths = np.array([len(s) for _, s in rx])
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     signal = np.concatenate([s for _, s in rx]).astype(np.float64)
     ref = chirp.astype(np.float64)
     L = len(ref)
-    ref_norm = np.linalg.norm(ref)
+    ref_norm = float(np.linalg.norm(ref))
+
+    def frame_of(sample: int) -> int:
+        return int(np.searchsorted(starts, sample, side="right") - 1)
+
     out = []
-    for ts in send_times:
+    for ts, te in zip(send_times, end_times):
         first = int(np.searchsorted(arrivals, ts - 0.005))
         last = int(np.searchsorted(arrivals, ts + max_delay, side="right"))
-        if first >= len(rx):
-            out.append({"delay_ms": None, "score": 0.0})
+        if first >= last:
+            out.append(dict(missing))
             continue
         lo = int(starts[first])
-        hi = min(len(signal), int(starts[last - 1] + lengths[last - 1]) + L if last > first else lo)
+        hi = min(len(signal), int(starts[last - 1] + lengths[last - 1]) + L)
         seg = signal[lo:hi]
         if len(seg) < L:
-            out.append({"delay_ms": None, "score": 0.0})
+            out.append(dict(missing))
             continue
         nfft = 1 << int(np.ceil(np.log2(len(seg) + L)))
         xc = np.fft.irfft(np.fft.rfft(seg, nfft) * np.conj(np.fft.rfft(ref, nfft)), nfft)[: len(seg) - L + 1]
         energy = np.concatenate([[0.0], np.cumsum(seg * seg)])
         win = np.sqrt(np.maximum(energy[L:] - energy[:-L], 0.0))
-        score = xc / (ref_norm * win + 1e-9 * ref_norm + 1.0)
+        score = xc / (ref_norm * win + 1.0)
         i = int(np.argmax(score))
-        best = float(score[i])
-        if best < threshold:
-            out.append({"delay_ms": None, "score": round(best, 3)})
-            continue
+        best = round(float(score[i]), 3)
         onset = lo + i
-        f = int(np.searchsorted(starts, onset, side="right") - 1)
-        if arrivals[f] > ts + max_delay:
-            out.append({"delay_ms": None, "score": round(best, 3)})
+        f = frame_of(onset)
+        if best < threshold or arrivals[f] > ts + max_delay:
+            out.append({**missing, "score": best})
             continue
-        out.append({"delay_ms": round((arrivals[f] - ts) * 1000.0, 2), "score": round(best, 3)})
+        g = frame_of(min(onset + L - 1, len(signal) - 1))
+        out.append({
+            "delay_ms": round(float(arrivals[f] - ts) * 1000.0, 2),
+            "tail_delay_ms": round(float(arrivals[g] - te) * 1000.0, 2),
+            "score": best,
+        })
     return out
+
+
+def receive_gaps(rx: list[tuple[float, np.ndarray]], since: float) -> dict:
+    """How continuously frames arrived after `since`: audio seconds vs wall seconds, longest gap."""
+    times = np.array([t for t, _ in rx if t >= since])
+    if times.size < 2:
+        return {"audio_s": 0.0, "wall_s": 0.0, "max_gap_ms": None, "gaps_over_100ms": 0}
+    audio = sum(len(s) for t, s in rx if t >= since) / RATE
+    gaps = np.diff(times)
+    return {
+        "audio_s": round(audio, 2),
+        "wall_s": round(float(times[-1] - times[0]), 2),
+        "max_gap_ms": round(float(gaps.max()) * 1000, 1),
+        "gaps_over_100ms": int((gaps > 0.1).sum()),
+    }
 
 
 async def measure(kind: str, url: str, chirp: np.ndarray, args) -> dict:
@@ -325,21 +365,29 @@ async def measure(kind: str, url: str, chirp: np.ndarray, args) -> dict:
         await echo.start(url, room_name, args.timeout)
         await device.start(url, room_name, args.timeout)
         setup = time.monotonic() - t0
-        send_times, queue_levels = await feed(device, echo, chirp, args)
+        t_feed = time.monotonic()
+        send_times, end_times, queue_levels = await feed(device, echo, chirp, args)
         await asyncio.sleep(0.05)
-        results = detect(device.rx, chirp, send_times, args.max_delay, args.threshold)
+        results = detect(device.rx, chirp, send_times, end_times, args.max_delay, args.threshold)
+        # The same chirps as the echo peer heard them: the uplink half of the trip.
+        uplink = detect(echo.rx, chirp, send_times, end_times, args.max_delay, args.threshold)
         delays = [r["delay_ms"] for r in results]
+        up = [r["delay_ms"] for r in uplink]
         found = [d / 1000.0 for d in delays if d is not None]
         run = {
             "client": kind,
             "room": room_name,
             "setup_ms": round(setup * 1000, 1),
             "delays_ms": delays,
+            "tail_delays_ms": [r["tail_delay_ms"] for r in results],
+            "uplink_ms": up,
+            "rest_ms": [round(d - u, 2) if d is not None and u is not None else None for d, u in zip(delays, up)],
             "scores": [r["score"] for r in results],
             "detected": len(found),
             "sent": len(send_times),
             "sender_queue_ms_at_onset": [round(q * 1000, 1) for q in queue_levels],
             "frames_received": len(device.rx),
+            "receive_continuity": receive_gaps(device.rx, t_feed),
             "echo_frames": echo.frames,
             **common.summary_ms(found),
         }
@@ -378,6 +426,11 @@ async def run(args, url: str) -> dict:
         delays = [d for x in mine for d in x["delays_ms"] if d is not None]
         entry = common.summary_ms([d / 1000.0 for d in delays])
         entry["delays_ms"] = delays
+        tails = [d for x in mine for d in x["tail_delays_ms"] if d is not None]
+        entry["tail"] = common.summary_ms([d / 1000.0 for d in tails])
+        for part in ("uplink_ms", "rest_ms"):
+            vals = [d for x in mine for d in x[part] if d is not None]
+            entry[part.replace("_ms", "")] = common.summary_ms([d / 1000.0 for d in vals])
         entry["missed"] = sum(x["sent"] - x["detected"] for x in mine)
         queue = [q for x in mine for q in x["sender_queue_ms_at_onset"]]
         entry["sender_queue_ms_at_onset_median"] = round(float(np.median(queue)), 1) if queue else None

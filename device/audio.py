@@ -68,13 +68,14 @@ class Resampler:
         return self.resample_frame(frame)
 
 
-class MicrophoneTrack(MediaStreamTrack):
-    """An outgoing audio track fed with PCM; real-time paced, silence on underrun or mute."""
+class MicrophoneTrack:
+    """Outgoing audio fed with PCM; real-time paced, silence on underrun or mute.
 
-    kind = "audio"
+    It outlives peer connections: each one gets a fresh `rtp_track()` that
+    pulls from the same buffer, because aiortc ends a track with its sender.
+    """
 
     def __init__(self, *, max_buffer_ms: int = 200):
-        super().__init__()
         self._resampler = Resampler(OPUS_RATE)
         self._buf = np.zeros(0, dtype=np.int16)
         self._max = OPUS_RATE * max_buffer_ms // 1000
@@ -83,6 +84,7 @@ class MicrophoneTrack(MediaStreamTrack):
         self._start: float | None = None
         self._pts = 0
         self.muted = False
+        self.stopped = False
         self.frames_sent = 0
         self.samples_dropped = 0
         self.first_frame_sent = asyncio.Event()
@@ -102,7 +104,7 @@ class MicrophoneTrack(MediaStreamTrack):
 
     async def write(self, samples: np.ndarray, sample_rate: int) -> None:
         """For file-like sources: waits while the buffer is full, so playback keeps real time."""
-        while len(self._buf) >= self._max:
+        while len(self._buf) >= self._max and not self.stopped:
             self._space.clear()
             await self._space.wait()
         self.write_nowait(samples, sample_rate)
@@ -112,7 +114,7 @@ class MicrophoneTrack(MediaStreamTrack):
 
         async def pump() -> None:
             async for chunk in source:
-                if self.readyState != "live":
+                if self.stopped:
                     return
                 await self.write(chunk.samples, chunk.sample_rate)
 
@@ -125,17 +127,15 @@ class MicrophoneTrack(MediaStreamTrack):
     def buffered(self) -> float:
         return len(self._buf) / OPUS_RATE
 
-    # -- aiortc side --------------------------------------------------------------
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
+    # -- network side ---------------------------------------------------------------
+    async def next_frame(self) -> av.AudioFrame:
         if self._start is None:
             self._start = time.monotonic()
         else:
             wait = self._start + self._pts / OPUS_RATE - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            elif wait < -0.2:  # the loop stalled: skip ahead rather than burst
+            elif wait < -0.2:  # the loop stalled or the link was down: skip ahead, don't burst
                 self._start = time.monotonic() - self._pts / OPUS_RATE
         if len(self._buf) >= OPUS_FRAME:
             pcm, self._buf = self._buf[:OPUS_FRAME], self._buf[OPUS_FRAME:]
@@ -154,10 +154,29 @@ class MicrophoneTrack(MediaStreamTrack):
             self.first_frame_sent.set()
         return frame
 
+    def rtp_track(self) -> "MediaStreamTrack":
+        return _RtpAudioTrack(self)
+
     def stop(self) -> None:
+        self.stopped = True
+        self._space.set()
         if self._feeder:
             self._feeder.cancel()
-        super().stop()
+
+
+class _RtpAudioTrack(MediaStreamTrack):
+    """What one aiortc sender reads: frames from a MicrophoneTrack."""
+
+    kind = "audio"
+
+    def __init__(self, source: MicrophoneTrack):
+        super().__init__()
+        self._source = source
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live" or self._source.stopped:
+            raise MediaStreamError
+        return await self._source.next_frame()
 
 
 class AudioStream:

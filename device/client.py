@@ -78,10 +78,16 @@ class LocalAudioTrack:
         self.source = source
         self.sid = ""
         self.published = asyncio.Event()
+        self._rtp = track.rtp_track()
 
     @property
     def cid(self) -> str:
-        return self.track.id
+        """The client track id the server knows this publication by (msid in our SDP)."""
+        return self._rtp.id
+
+    def new_rtp_track(self):
+        self._rtp = self.track.rtp_track()
+        return self._rtp
 
     @property
     def muted(self) -> bool:
@@ -223,7 +229,7 @@ class Room(EventEmitter):
         for t in self._local_tracks:
             t.sid = ""
             t.published.clear()
-            self._peer.add_sender(t.track)
+            self._peer.add_sender(t.new_rtp_track())
         await self._peer.negotiate()
         for t in self._local_tracks:
             await self._request_publish(t)
@@ -387,7 +393,7 @@ class Room(EventEmitter):
         """Publish an Opus microphone track; feed it from `source` or with `track.write`."""
         local = LocalAudioTrack(self, name, MicrophoneTrack(), source_kind)
         self._local_tracks.append(local)
-        self._peer.add_sender(local.track)
+        self._peer.add_sender(local.new_rtp_track())
         await self._peer.negotiate()
         await self._request_publish(local, timeout)
         if source is not None:

@@ -399,9 +399,10 @@ async def test_late_or_unknown_responses_are_ignored(pair):
 
 
 @pytest.fixture
-def loop_errors():
+async def loop_errors():
     """What asyncio reports to the loop's exception handler (e.g. "Future exception was never retrieved")."""
     loop = asyncio.get_running_loop()
+    await _collect_garbage()  # earlier tests' leftovers are not ours
     previous = loop.get_exception_handler()
     errors: list[str] = []
     loop.set_exception_handler(lambda _loop, ctx: errors.append(f"{ctx.get('message')}: {ctx.get('exception')!r}"))

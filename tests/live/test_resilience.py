@@ -1,0 +1,126 @@
+"""Losing the signal socket, losing the server, and refusing bad credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+import lkdevice
+from lkdevice import RoomOptions, ServerUnreachable, TokenRejected
+from lkdevice.host_tools.livekit_server import LocalServer
+from lkdevice.host_tools.tokens import mint_token
+from tests.audio_checks import tone_frames
+
+from .conftest import server_config, token
+from .proxy import TcpRelay
+
+
+async def test_signal_drop_resumes_without_leaving(server, room_name, peers):
+    agent = await peers("agent", server.url, room_name)
+    relay = await TcpRelay(server.config.port).start()
+    dev = await lkdevice.connect(relay.url, token("device", room_name))
+    try:
+        states: asyncio.Queue = asyncio.Queue()
+        dev.on("reconnecting", lambda kind: states.put_nowait(("reconnecting", kind)))
+        dev.on("reconnected", lambda kind: states.put_nowait(("reconnected", kind)))
+        await dev.publish_audio(lkdevice.tone(440))
+        await agent.expect("participant_connected")
+        await agent.expect("track_subscribed")
+
+        relay.cut()
+        assert await asyncio.wait_for(states.get(), 10) == ("reconnecting", "resume")
+        assert await asyncio.wait_for(states.get(), 10) == ("reconnected", "resume")
+        assert relay.connections == 2
+
+        # signaling works again: a change we make reaches the agent
+        await dev.set_attributes({"battery": "80"})
+        await agent.expect("participant_attributes_changed",
+                           lambda changed, p: p.identity == "device" and changed.get("battery") == "80")
+        await asyncio.sleep(2)
+        assert not agent.saw("participant_disconnected")
+        assert dev.connection_state == "connected"
+    finally:
+        await dev.disconnect()
+        await relay.close()
+
+
+@pytest.fixture
+async def own_server():
+    srv = LocalServer(server_config()).start()
+    yield srv
+    srv.stop()
+
+
+async def test_server_restart_rejoins_and_audio_flows(own_server, room_name, peers):
+    dev = await lkdevice.connect(own_server.url, token("device", room_name))
+    try:
+        states: asyncio.Queue = asyncio.Queue()
+        dev.on("reconnected", lambda kind: states.put_nowait(kind))
+        await dev.publish_audio(lkdevice.tone(440))
+
+        await asyncio.to_thread(own_server.restart)
+        assert await asyncio.wait_for(states.get(), 30) == "rejoin"
+        assert dev.connection_state == "connected"
+
+        agent = await peers("agent", own_server.url, room_name)
+        track, pub, who = await agent.expect("track_subscribed")
+        assert who.identity == "device"
+        frames = await agent.record(track, 2.0)
+        assert tone_frames(frames, 48000, 440) >= 0.95 * 100
+    finally:
+        await dev.disconnect()
+
+
+async def test_wrong_secret_is_refused_with_the_server_reason(server, room_name):
+    bad = mint_token("devkey", "not-the-secret", identity="device", room=room_name)
+    started = time.monotonic()
+    with pytest.raises(TokenRejected) as err:
+        await lkdevice.connect(server.url, bad)
+    assert err.value.status == 401
+    assert "signature" in err.value.reason.lower() or "invalid" in err.value.reason.lower()
+    assert "not-the-secret" not in str(err.value)
+    assert time.monotonic() - started < 5
+
+
+async def test_expired_token_is_refused(server, room_name):
+    expired = mint_token("devkey", "secret", identity="device", room=room_name,
+                         ttl=-60, not_before=time.time() - 3600)
+    with pytest.raises(TokenRejected) as err:
+        await lkdevice.connect(server.url, expired)
+    assert "expired" in err.value.reason.lower()
+
+
+async def test_token_for_another_room_is_refused(server):
+    other = token("device", "garage")
+    with pytest.raises(TokenRejected) as err:
+        await lkdevice.connect(server.url, other, RoomOptions(room="kitchen"))
+    assert "garage" in str(err.value) and "kitchen" in str(err.value)
+
+
+async def test_unreachable_url_fails_fast():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachable) as err:
+        await lkdevice.connect(f"ws://127.0.0.1:{port}", token("device", "r"))
+    assert f"127.0.0.1:{port}" in str(err.value)
+    assert time.monotonic() - started < 3
+
+
+async def test_silent_server_times_out_within_the_bound():
+    # accepts TCP but never answers the WebSocket handshake
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServerUnreachable):
+            await lkdevice.connect(f"ws://127.0.0.1:{port}", token("device", "r"), RoomOptions(connect_timeout=2))
+        assert time.monotonic() - started < 4
+    finally:
+        listener.close()
