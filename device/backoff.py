@@ -14,7 +14,7 @@ class Backoff:
     attempts: int = 0
 
     def next_delay(self) -> float:
-        cap = min(self.maximum, self.initial * (self.factor ** self.attempts))
+        cap = min(self.maximum, self.initial * (self.factor ** min(self.attempts, 64)))
         self.attempts += 1
         return random.uniform(cap / 2, cap)
 

@@ -63,9 +63,12 @@ def token_claims(token: str) -> dict:
     """The JWT payload, unverified: only the server can verify; we read the room."""
     try:
         payload = token.split(".")[1]
-        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except Exception:
         raise TokenRejected(0, "access token is not a JWT") from None
+    if not isinstance(claims, dict):
+        raise TokenRejected(0, "access token payload is not a JSON object")
+    return claims
 
 
 class LocalAudioTrack:

@@ -69,12 +69,16 @@ class RpcEndpoint:
         try:
             result = handler(inv)
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                result = await asyncio.wait_for(result, max(inv.response_timeout, 0.1))
+                task = asyncio.ensure_future(result)
+                # our own deadline, told apart from a TimeoutError the handler raises
+                done, _ = await asyncio.wait({task}, timeout=max(inv.response_timeout, 0.1))
+                if not done:
+                    task.cancel()
+                    return  # the caller has timed out already; answering would be noise
+                result = task.result()
             payload = "" if result is None else str(result)
         except RpcError as err:
             return await self._respond(caller, req.id, error=err)
-        except asyncio.TimeoutError:
-            return  # the caller has timed out already; answering would be noise
         except Exception:
             log.exception("RPC handler %r failed", req.method)
             err = RpcError(RpcError.APPLICATION_ERROR, "application error in method handler")
@@ -139,17 +143,18 @@ class RpcEndpoint:
         else:
             fut.set_result(resp.payload)
 
+    def _fail(self, request_id: str, message: str) -> None:
+        # fail only the future the caller is waiting on, so no exception goes unread
+        ack, resp = self._acks.get(request_id), self._responses.get(request_id)
+        fut = ack if ack is not None and not ack.done() else resp
+        if fut is not None and not fut.done():
+            fut.set_exception(RpcError(RpcError.RECIPIENT_DISCONNECTED, message))
+
     def participant_left(self, identity: str) -> None:
         for request_id, callee in list(self._callee_of.items()):
-            if callee != identity:
-                continue
-            for futs in (self._acks, self._responses):
-                fut = futs.get(request_id)
-                if fut and not fut.done():
-                    fut.set_exception(RpcError(RpcError.RECIPIENT_DISCONNECTED, "recipient disconnected"))
+            if callee == identity:
+                self._fail(request_id, "recipient disconnected")
 
     def close(self) -> None:
-        for futs in (self._acks, self._responses):
-            for fut in futs.values():
-                if not fut.done():
-                    fut.set_exception(RpcError(RpcError.RECIPIENT_DISCONNECTED, "room disconnected"))
+        for request_id in list(self._callee_of):
+            self._fail(request_id, "room disconnected")

@@ -112,7 +112,7 @@ class RoomState:
         self.sid = join.room.sid
         if join.room.metadata != self.metadata:
             old, self.metadata = self.metadata, join.room.metadata
-            if old:
+            if self.local is not None:  # a rejoin: it changed while we were away
                 events.append(("room_metadata_changed", (old, self.metadata)))
         self.local = _participant(join.participant)
         seen = set()

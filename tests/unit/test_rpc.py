@@ -216,9 +216,6 @@ async def test_async_exception_is_application_error(pair):
     assert info.value.code == 1500
 
 
-@pytest.mark.xfail(strict=True, reason="handle_request treats any TimeoutError raised by the handler as its own "
-                                       "response timeout and never answers; the caller waits the full response "
-                                       "timeout and gets 1502 instead of APPLICATION_ERROR 1500")
 async def test_handler_raising_timeout_error_is_application_error(pair):
     device, agent = pair
 
@@ -355,7 +352,7 @@ async def test_participant_left_while_waiting_for_ack(pair, wire, monkeypatch, l
         await asyncio.wait_for(call, 1.0)
     assert info.value.code == RpcError.RECIPIENT_DISCONNECTED == 1503
     del call
-    await _collect_garbage()  # unretrieved-exception noise is covered by its own xfail test
+    await _collect_garbage()  # let unretrieved-exception warnings surface, if any
 
 
 async def test_participant_left_while_waiting_for_response(pair, wire, loop_errors):
@@ -416,9 +413,6 @@ async def _collect_garbage() -> None:
         await asyncio.sleep(0)
 
 
-@pytest.mark.xfail(strict=True, reason="participant_left and close set RpcError on the response future too, which nobody "
-                                       "awaits while the call is waiting for the ack: asyncio logs "
-                                       "'Future exception was never retrieved'")
 @pytest.mark.parametrize("how", ["participant_left", "close"])
 async def test_abandoned_call_leaves_no_unretrieved_exception(wire, loop_errors, how):
     device = wire.endpoint("device")  # nobody answers

@@ -115,8 +115,6 @@ def test_rejoin_reports_room_metadata_change():
     assert state.metadata == "new"
 
 
-@pytest.mark.xfail(strict=True, reason="apply_join only reports room metadata changes when the old value was "
-                                       "non-empty, so metadata set while we were away is applied silently")
 def test_rejoin_reports_room_metadata_set_while_away():
     state = joined(room_metadata="")
     events = state.apply_join(join(room_metadata="now set"))

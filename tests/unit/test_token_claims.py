@@ -50,9 +50,6 @@ def test_non_jwt_is_token_rejected(token):
     assert "not a JWT" in info.value.reason
 
 
-@pytest.mark.xfail(strict=True, reason="token_claims returns whatever JSON the payload holds; a payload that is "
-                                       "not a JSON object (here [1]) is returned as a list instead of raising "
-                                       "TokenRejected, so Room.connect(room=...) fails with AttributeError")
 def test_payload_that_is_not_a_json_object_is_token_rejected():
     payload = base64.urlsafe_b64encode(b"[1]").rstrip(b"=").decode()
     with pytest.raises(TokenRejected):
