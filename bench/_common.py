@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import threading
 import time
@@ -62,6 +63,15 @@ def start_server() -> LocalServer:
     server.start()
     log.info("livekit-server at %s (node_ip %s, log %s)", server.url, ip, server.log_path)
     return server
+
+
+def stop_server(server: LocalServer, keep_workdir: bool) -> None:
+    """Stop the server; drop its temporary config/log folder unless asked to keep it (failures)."""
+    server.stop()
+    if keep_workdir:
+        log.info("server log kept at %s", server.log_path)
+    else:
+        shutil.rmtree(server.workdir, ignore_errors=True)
 
 
 def token(identity: str, room: str) -> str:

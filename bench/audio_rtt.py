@@ -473,13 +473,14 @@ def main() -> int:
     with common.watchdog(args.deadline, servers):
         server = common.start_server()
         servers.append(server)
+        ok = False
         try:
             result = asyncio.run(asyncio.wait_for(run(args, server.url), args.deadline - 10))
+            ok = result["ours"]["n"] > 0 and result["official"]["n"] > 0 and not result["errors"]
         finally:
-            server.stop()
+            common.stop_server(server, keep_workdir=not ok)
     result["environment"] = common.environment()
     common.emit(result)
-    ok = result["ours"]["n"] > 0 and result["official"]["n"] > 0
     return 0 if ok else 1
 
 

@@ -34,7 +34,7 @@ RATE = 48000
 FRAME = RATE // 100  # 10 ms
 
 
-async def join_ours(url: str, room_name: str, timeout: float) -> dict:
+async def join_ours(url: str, room_name: str, timeout: float, single_pc: bool | None = None) -> dict:
     import lkdevice
 
     tok = common.token("dev-ours", room_name)
@@ -62,16 +62,17 @@ async def join_ours(url: str, room_name: str, timeout: float) -> dict:
             await asyncio.wait_for(room.disconnect(), 10)
 
 
-async def join_official(url: str, room_name: str, timeout: float) -> dict:
+async def join_official(url: str, room_name: str, timeout: float, single_pc: bool | None = None) -> dict:
     from livekit import rtc
 
     tok = common.token("dev-official", room_name)
     room = rtc.Room()
+    options = rtc.RoomOptions(single_peer_connection=single_pc)
     try:
         t0 = time.monotonic()
         source = rtc.AudioSource(RATE, 1)
         track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
-        await asyncio.wait_for(room.connect(url, tok), timeout)
+        await asyncio.wait_for(room.connect(url, tok, options), timeout)
         t_connected = time.monotonic()
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         pub = await asyncio.wait_for(room.local_participant.publish_track(track, opts), timeout)
@@ -103,7 +104,7 @@ async def run(args, url: str) -> dict:
     for w in range(args.warmup):
         for name, fn in CLIENTS.items():
             try:
-                r = await fn(url, common.fresh_room(f"join-warm-{name}"), args.timeout)
+                r = await fn(url, common.fresh_room(f"join-warm-{name}"), args.timeout, args.official_single_pc)
                 log.info("warm-up %-8s %.1f ms", name, r["total"] * 1000)
             except Exception as exc:
                 log.exception("warm-up %s failed", name)
@@ -113,7 +114,8 @@ async def run(args, url: str) -> dict:
         order = ["ours", "official"] if i % 2 == 0 else ["official", "ours"]
         for name in order:
             try:
-                r = await CLIENTS[name](url, common.fresh_room(f"join-{name}-{i}"), args.timeout)
+                r = await CLIENTS[name](url, common.fresh_room(f"join-{name}-{i}"), args.timeout,
+                                       args.official_single_pc)
             except Exception as exc:
                 log.exception("run %d %s failed", i, name)
                 errors.append({"client": name, "run": i, "error": repr(exc)})
@@ -123,7 +125,8 @@ async def run(args, url: str) -> dict:
                      r["total"] * 1000, r["connect"] * 1000, r["publish"] * 1000, r["first_frame"] * 1000)
             await asyncio.sleep(args.pause)
 
-    out: dict = {"benchmark": "join_time", "runs": args.runs, "warmup": args.warmup}
+    out: dict = {"benchmark": "join_time", "runs": args.runs, "warmup": args.warmup,
+                 "official_single_peer_connection": args.official_single_pc}
     for name in CLIENTS:
         rs = samples[name]
         entry = common.summary_ms([r["total"] for r in rs])
@@ -140,6 +143,9 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=10, help="measured runs per client (default 10)")
     p.add_argument("--warmup", type=int, default=1, help="unrecorded runs per client first (default 1)")
     p.add_argument("--timeout", type=float, default=15.0, help="per-step timeout in seconds")
+    p.add_argument("--official-single-pc", action="store_true", default=None,
+                   help="official SDK with RoomOptions(single_peer_connection=True), like our /rtc/v1 "
+                        "(default: the SDK's own default, two peer connections)")
     p.add_argument("--pause", type=float, default=0.2, help="seconds between runs")
     p.add_argument("--deadline", type=float, default=110.0, help="hard limit for the whole run in seconds")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -151,13 +157,14 @@ def main() -> int:
     with common.watchdog(args.deadline, servers):
         server = common.start_server()
         servers.append(server)
+        ok = False
         try:
             result = asyncio.run(asyncio.wait_for(run(args, server.url), args.deadline - 10))
+            ok = result["ours"]["n"] > 0 and result["official"]["n"] > 0 and not result["errors"]
         finally:
-            server.stop()
+            common.stop_server(server, keep_workdir=not ok)
     result["environment"] = common.environment()
     common.emit(result)
-    ok = result["ours"]["n"] > 0 and result["official"]["n"] > 0
     return 0 if ok else 1
 
 

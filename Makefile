@@ -1,0 +1,25 @@
+# Everything a fresh machine needs, in two commands: `make demo` and `make test`.
+PY ?= python3
+LKDEVICE = $(PY) -m lkdevice.cli
+
+.PHONY: setup demo test unit bench clean
+
+setup:  ## the package with test deps, and the pinned livekit-server build (cached)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(LKDEVICE) server build
+
+demo: setup  ## local server + echo agent + this client: publish a tone, record the echo
+	$(LKDEVICE) join --play tone:440 --record demo-echo.wav --duration 8
+
+test: setup  ## unit tests, then live tests in a private network namespace
+	host_tools/isolated.sh $(PY) -m pytest -q
+
+unit:
+	$(PY) -m pytest -q tests/unit
+
+bench: setup  ## join time and audio round trip, ours beside the official SDK (JSON)
+	host_tools/isolated.sh $(PY) bench/join_time.py
+	host_tools/isolated.sh $(PY) bench/audio_rtt.py
+
+clean:
+	rm -rf demo-echo.wav .pytest_cache build *.egg-info

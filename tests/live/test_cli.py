@@ -1,0 +1,51 @@
+"""`lkdevice join` as a user runs it: a subprocess against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from lkdevice.wavfile import read_wav
+from tests.audio_checks import tone_frames
+
+from .conftest import token
+
+
+async def test_join_publishes_records_and_prints_events(server, room_name, peers, tmp_path):
+    agent = await peers("agent", server.url, room_name)
+    player = await agent.publish_tone(1000)
+    out = tmp_path / "heard.wav"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lkdevice.cli", "join", "--url", server.url,
+        "--token", token("cli-device", room_name), "--room", room_name,
+        "--play", "tone:440", "--record", str(out), "--duration", "5",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        track, pub, who = await agent.expect("track_subscribed")
+        assert who.identity == "cli-device"
+        frames = await agent.record(track, 1.5)
+        assert tone_frames(frames, 48000, 440) >= 0.95 * 75
+        await agent.room.local_participant.set_attributes({"lk.agent.state": "thinking"})
+        stdout, _ = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        player.cancel()
+        if proc.returncode is None:
+            proc.kill()
+    text = stdout.decode()
+    assert proc.returncode == 0, text
+    assert f"joined room '{room_name}' as 'cli-device'" in text
+    assert "agent_state_changed participant=agent thinking" in text
+    pcm, rate = read_wav(str(out))
+    frames = [pcm[i:i + 960] for i in range(0, len(pcm) - 960, 960)]
+    assert rate == 48000 and len(frames) > 150  # about 4 s of the 5 s session
+    assert tone_frames(frames, 48000, 1000) >= 0.9 * len(frames) - 10
+
+
+async def test_join_reports_a_refused_token(server, room_name):
+    bad = token("cli-device", room_name)[:-4] + "AAAA"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lkdevice.cli", "join", "--url", server.url, "--token", bad, "--duration", "1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2
+    assert "token rejected by server (HTTP 401)" in stdout.decode()
