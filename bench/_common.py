@@ -107,7 +107,6 @@ def environment() -> dict:
     import livekit.rtc
 
     import lkdevice
-
     from lkdevice.host_tools.livekit_server import SERVER_VERSION
 
     return {
@@ -144,6 +143,29 @@ def watchdog(seconds: float, server_ref: list) -> Iterator[None]:
         yield
     finally:
         timer.cancel()
+
+
+def run_live(benchmark: str, run, args) -> int:
+    """Start the server, run `run(args, url)` under the deadline, stop the server, print the JSON.
+
+    Exit status: 0 when both clients produced numbers and nothing failed, 1 otherwise.
+    """
+    servers: list = []
+    with watchdog(args.deadline, servers):
+        server = start_server()
+        servers.append(server)
+        ok = False
+        try:
+            result = asyncio.run(asyncio.wait_for(run(args, server.url), args.deadline - 10))
+            ok = result["ours"]["n"] > 0 and result["official"]["n"] > 0 and not result["errors"]
+        except Exception as exc:  # still print a JSON object saying what went wrong
+            log.exception("%s failed", benchmark)
+            result = {"benchmark": benchmark, "error": repr(exc), "server_log": str(server.log_path)}
+        finally:
+            stop_server(server, keep_workdir=not ok)
+    result["environment"] = environment()
+    emit(result)
+    return 0 if ok else 1
 
 
 def emit(result: dict) -> None:

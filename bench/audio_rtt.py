@@ -63,12 +63,13 @@ def make_chirp(f0: float, f1: float, duration: float, amplitude: float) -> np.nd
 
 
 class EchoPeer:
-    def __init__(self, device_identity: str, queue_ms: int):
+    def __init__(self, device_identity: str, queue_ms: int, dtx: bool | None = None):
         from livekit import rtc
 
         self.rtc = rtc
         self.device_identity = device_identity
         self.queue_ms = queue_ms
+        self.dtx = dtx
         self.room = rtc.Room()
         self.source: "rtc.AudioSource | None" = None
         self.frames = 0
@@ -88,6 +89,8 @@ class EchoPeer:
         self.source = rtc.AudioSource(RATE, 1, queue_size_ms=self.queue_ms)
         track = rtc.LocalAudioTrack.create_audio_track("echo", self.source)
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        if self.dtx is not None:  # unset: the SDK's default (DTX on, as an agent publishes)
+            opts.dtx = self.dtx
         await asyncio.wait_for(self.room.local_participant.publish_track(track, opts), timeout)
 
     async def _pump(self, track) -> None:
@@ -359,7 +362,7 @@ def receive_gaps(rx: list[tuple[float, np.ndarray]], since: float) -> dict:
 async def measure(kind: str, url: str, chirp: np.ndarray, args) -> dict:
     room_name = common.fresh_room(f"rtt-{kind}")
     device: Device = OursDevice() if kind == "ours" else OfficialDevice(args.device_queue_ms)
-    echo = EchoPeer(device.identity, args.echo_queue_ms)
+    echo = EchoPeer(device.identity, args.echo_queue_ms, False if args.echo_no_dtx else None)
     try:
         t0 = time.monotonic()
         await echo.start(url, room_name, args.timeout)
@@ -419,6 +422,7 @@ async def run(args, url: str) -> dict:
                   "count_per_run": args.chirps},
         "rounds": args.rounds,
         "echo_queue_ms": args.echo_queue_ms,
+        "echo_dtx": "off" if args.echo_no_dtx else "sdk default (on)",
         "official_device_queue_ms": args.device_queue_ms,
     }
     for kind in ("ours", "official"):
@@ -452,6 +456,8 @@ def main() -> int:
     p.add_argument("--f1", type=float, default=4000.0)
     p.add_argument("--amplitude", type=float, default=0.5, help="chirp peak, fraction of full scale")
     p.add_argument("--echo-queue-ms", type=int, default=50, help="echo peer AudioSource queue_size_ms")
+    p.add_argument("--echo-no-dtx", action="store_true",
+                   help="echo peer publishes with DTX off (default: the SDK's default, DTX on)")
     p.add_argument("--device-queue-ms", type=int, default=50,
                    help="official device AudioSource queue_size_ms (ours buffers up to 200 ms)")
     p.add_argument("--max-delay", type=float, default=0.8, help="search window after each send, seconds")
@@ -469,19 +475,7 @@ def main() -> int:
     common.require_isolation()
     common.setup_logging(args.verbose)
 
-    servers: list = []
-    with common.watchdog(args.deadline, servers):
-        server = common.start_server()
-        servers.append(server)
-        ok = False
-        try:
-            result = asyncio.run(asyncio.wait_for(run(args, server.url), args.deadline - 10))
-            ok = result["ours"]["n"] > 0 and result["official"]["n"] > 0 and not result["errors"]
-        finally:
-            common.stop_server(server, keep_workdir=not ok)
-    result["environment"] = common.environment()
-    common.emit(result)
-    return 0 if ok else 1
+    return common.run_live("audio_rtt", run, args)
 
 
 if __name__ == "__main__":

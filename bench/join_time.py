@@ -153,19 +153,7 @@ def main() -> int:
     common.require_isolation()
     common.setup_logging(args.verbose)
 
-    servers: list = []
-    with common.watchdog(args.deadline, servers):
-        server = common.start_server()
-        servers.append(server)
-        ok = False
-        try:
-            result = asyncio.run(asyncio.wait_for(run(args, server.url), args.deadline - 10))
-            ok = result["ours"]["n"] > 0 and result["official"]["n"] > 0 and not result["errors"]
-        finally:
-            common.stop_server(server, keep_workdir=not ok)
-    result["environment"] = common.environment()
-    common.emit(result)
-    return 0 if ok else 1
+    return common.run_live("join_time", run, args)
 
 
 if __name__ == "__main__":

@@ -523,13 +523,12 @@ class Room(EventEmitter):
             return
         log.info("connection lost (%s); %s", reason, "resuming" if resume else "rejoining")
         self.connection_state = "reconnecting"
+        self.emit("reconnecting", "resume" if resume else "rejoin")
         self._reconnect_task = asyncio.ensure_future(self._reconnect(reason, resume))
 
     async def _reconnect(self, reason: str, resume: bool) -> None:
         backoff = Backoff()
         deadline = time.monotonic() + self.options.reconnect_window
-        kind = "resume" if resume else "rejoin"
-        self.emit("reconnecting", kind)
         while time.monotonic() < deadline and self.connection_state == "reconnecting":
             try:
                 if resume and self._peer is not None and self._peer.pc.connectionState == "connected":

@@ -125,8 +125,7 @@ class SignalConnection:
         for t in self._tasks:
             if t is not asyncio.current_task():
                 t.cancel()
-        if self._ws is not None:
-            await self._ws.close()
+        self.abort()  # the link is dead: a close handshake would only wait out its timeout
         await self._on_lost(reason)
 
     async def close(self) -> None:

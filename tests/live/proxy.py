@@ -12,6 +12,7 @@ class TcpRelay:
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        self._frozen: set[asyncio.StreamWriter] = set()
         self.connections = 0
 
     async def start(self) -> "TcpRelay":
@@ -35,6 +36,8 @@ class TcpRelay:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if dst in self._frozen:
+                        continue  # a link that went silent: bytes vanish, TCP stays up
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -44,6 +47,10 @@ class TcpRelay:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._links -= {writer, up_writer}
+
+    def freeze(self) -> None:
+        """Existing connections stay open but carry nothing, as behind a dead router."""
+        self._frozen |= self._links
 
     def cut(self) -> None:
         """Abort every relayed connection, with no close handshake, as a dead link would."""

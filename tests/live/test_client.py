@@ -236,3 +236,27 @@ async def test_signal_rtt_is_measured(server, room_name, devices):
         await asyncio.sleep(0.1)
     assert dev.rtt is not None and 0 <= dev.rtt < 1.0
     assert dev.refresh_token  # the server hands one out at join
+
+
+async def test_room_metadata_and_active_speakers(server, room_name, peers, devices):
+    from livekit import api
+
+    agent = await peers("agent", server.url, room_name)
+    dev = await devices(server.url, room_name)
+    changes: asyncio.Queue = asyncio.Queue()
+    speakers: asyncio.Queue = asyncio.Queue()
+    dev.on("room_metadata_changed", lambda old, new: changes.put_nowait(new))
+    dev.on("active_speakers_changed", lambda ps: speakers.put_nowait([p.identity for p in ps]))
+
+    async with api.LiveKitAPI(server.http_url, "devkey", "secret") as lk:
+        await lk.room.update_room_metadata(api.UpdateRoomMetadataRequest(room=room_name, metadata="mode=demo"))
+    assert await asyncio.wait_for(changes.get(), 10) == "mode=demo"
+    assert dev.metadata == "mode=demo"
+
+    player = await agent.publish_tone(300)
+    try:
+        while "agent" not in await asyncio.wait_for(speakers.get(), 10):
+            pass
+        assert dev.remote_participants["agent"].is_speaking
+    finally:
+        player.cancel()

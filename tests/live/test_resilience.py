@@ -47,6 +47,30 @@ async def test_signal_drop_resumes_without_leaving(server, room_name, peers):
         await relay.close()
 
 
+async def test_silent_server_is_detected_by_ping_timeout(server, room_name, peers):
+    agent = await peers("agent", server.url, room_name)
+    relay = await TcpRelay(server.config.port).start()
+    dev = await lkdevice.connect(relay.url, token("device", room_name))
+    try:
+        states: asyncio.Queue = asyncio.Queue()
+        dev.on("reconnecting", lambda kind: states.put_nowait(("reconnecting", kind, time.monotonic())))
+        dev.on("reconnected", lambda kind: states.put_nowait(("reconnected", kind, time.monotonic())))
+        await agent.expect("participant_connected")
+        timeout = dev._protocol.ping_timeout
+        frozen_at = time.monotonic()
+        relay.freeze()
+        what, kind, at = await asyncio.wait_for(states.get(), timeout + 10)
+        assert (what, kind) == ("reconnecting", "resume")
+        # noticed after the server's ping timeout, not before, and not much later
+        assert timeout - 1 <= at - frozen_at <= timeout + dev._protocol.ping_interval + 1
+        what, kind, _ = await asyncio.wait_for(states.get(), 10)
+        assert (what, kind) == ("reconnected", "resume")
+        assert not agent.saw("participant_disconnected")
+    finally:
+        await dev.disconnect()
+        await relay.close()
+
+
 @pytest.fixture
 async def own_server():
     srv = LocalServer(server_config()).start()
