@@ -21,6 +21,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 OPUS_RATE = 48000
 FRAME_MS = 20
 OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000
+# What a live microphone may have queued after a stall before the oldest is dropped.
+LIVE_BACKLOG_MS = 40
+# Longest silence AudioStream fills in for a gap in received RTP timestamps (DTX).
+MAX_GAP_FILL_S = 5.0
 
 
 @dataclass
@@ -137,6 +141,11 @@ class MicrophoneTrack:
                 await asyncio.sleep(wait)
             elif wait < -0.2:  # the loop stalled or the link was down: skip ahead, don't burst
                 self._start = time.monotonic() - self._pts / OPUS_RATE
+                # and drop what piled up meanwhile, or it would stay as added latency
+                keep = OPUS_RATE * LIVE_BACKLOG_MS // 1000
+                if len(self._buf) > keep:
+                    self.samples_dropped += len(self._buf) - keep
+                    self._buf = self._buf[-keep:]
         if len(self._buf) >= OPUS_FRAME:
             pcm, self._buf = self._buf[:OPUS_FRAME], self._buf[OPUS_FRAME:]
         else:
@@ -188,6 +197,7 @@ class AudioStream:
         self.frame_size = sample_rate * frame_ms // 1000
         self._resampler = Resampler(sample_rate)
         self._buf = np.zeros(0, dtype=np.int16)
+        self._next_pts: int | None = None
         self.frames_received = 0
 
     def __aiter__(self):
@@ -200,9 +210,20 @@ class AudioStream:
             except MediaStreamError:
                 raise StopAsyncIteration from None
             self.frames_received += 1
+            self._fill_gap(frame)
             self._buf = np.concatenate([self._buf, self._resampler.resample_frame(frame)])
         out, self._buf = self._buf[: self.frame_size], self._buf[self.frame_size:]
         return AudioChunk(out, self.sample_rate)
+
+    def _fill_gap(self, frame: av.AudioFrame) -> None:
+        """Senders stop sending during silence (DTX); give the caller that silence."""
+        if frame.pts is None:
+            return
+        if self._next_pts is not None:
+            gap = frame.pts - self._next_pts  # RTP clock: 48 kHz for Opus
+            if 0 < gap <= MAX_GAP_FILL_S * OPUS_RATE:
+                self._buf = np.concatenate([self._buf, np.zeros(gap * self.sample_rate // OPUS_RATE, np.int16)])
+        self._next_pts = frame.pts + frame.samples * OPUS_RATE // frame.sample_rate
 
 
 async def tone(frequency: float, *, sample_rate: int = 48000, amplitude: float = 0.3,

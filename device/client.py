@@ -57,6 +57,9 @@ class RoomOptions:
     ice_host_addresses: list[str] | None = None
     # How long to keep trying to get back into the room after losing it.
     reconnect_window: float = 60.0
+    # Received audio frames held before decoding (aiortc's default is 4, 80 ms);
+    # raise it on links that reorder packets.
+    audio_prefetch: int = 1
 
 
 def token_claims(token: str) -> dict:
@@ -226,7 +229,8 @@ class Room(EventEmitter):
         if self.options.room is not None and self.state.name != self.options.room:
             await self._signal.close()
             raise TokenRejected(0, f"joined room {self.state.name!r}, expected {self.options.room!r}")
-        self._peer = PeerSession(self._ice_servers(first.join.ice_servers), self._send_offer, self._host_addresses())
+        self._peer = PeerSession(self._ice_servers(first.join.ice_servers), self._send_offer,
+                                 self._host_addresses(), self.options.audio_prefetch)
         self._wire_peer(self._peer)
         self._signal.start()
         for t in self._local_tracks:
@@ -394,6 +398,8 @@ class Room(EventEmitter):
     async def publish_audio(self, source: AsyncIterator[AudioChunk] | None = None, *, name: str = "microphone",
                             source_kind: int = TrackSource.MICROPHONE, timeout: float = 10.0) -> LocalAudioTrack:
         """Publish an Opus microphone track; feed it from `source` or with `track.write`."""
+        if self._peer is None or self.connection_state != "connected":
+            raise ConnectError(f"cannot publish while {self.connection_state}")
         local = LocalAudioTrack(self, name, MicrophoneTrack(), source_kind)
         self._local_tracks.append(local)
         self._peer.add_sender(local.new_rtp_track())

@@ -15,6 +15,7 @@ import logging
 from typing import Awaitable, Callable
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import candidate_from_sdp
 
@@ -26,15 +27,24 @@ log = logging.getLogger(__name__)
 SendOffer = Callable[[str, int], Awaitable[None]]
 
 
+def set_audio_prefetch(receiver, frames: int) -> None:
+    """aiortc holds 4 complete frames (80 ms) before it releases received audio;
+    the SFU already smooths the stream, so fewer frames cut the added delay."""
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    if frames != 4 and isinstance(getattr(receiver, attr, None), JitterBuffer):
+        setattr(receiver, attr, JitterBuffer(capacity=16, prefetch=frames))
+
+
 class PeerSession:
     def __init__(self, ice_servers: list[RTCIceServer], send_offer: SendOffer,
-                 host_addresses: list[str] | None = None):
+                 host_addresses: list[str] | None = None, audio_prefetch: int = 1):
         self._send_offer = send_offer
         self._host_addresses = host_addresses
+        self._audio_prefetch = audio_prefetch
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         # A recvonly audio m-line first: with max-bundle the first section owns the
         # transport, and aiortc wants media sections before the data channel.
-        self.pc.addTransceiver("audio", direction="recvonly")
+        self._add_audio_receiver()
         self.reliable = self.pc.createDataChannel(RELIABLE_CHANNEL, ordered=True)
         self.lossy = self.pc.createDataChannel(LOSSY_CHANNEL, ordered=False, maxRetransmits=0)
         self.mid_to_track_id: dict[str, str] = {}
@@ -85,9 +95,13 @@ class PeerSession:
         if self._awaiting_answer is not None:
             await asyncio.wait_for(asyncio.shield(self._awaiting_answer), timeout)
 
+    def _add_audio_receiver(self) -> None:
+        t = self.pc.addTransceiver("audio", direction="recvonly")
+        set_audio_prefetch(t.receiver, self._audio_prefetch)
+
     def add_receivers(self, num_audios: int, num_videos: int) -> None:
         for _ in range(num_audios):
-            self.pc.addTransceiver("audio", direction="recvonly")
+            self._add_audio_receiver()
         for _ in range(num_videos):
             self.pc.addTransceiver("video", direction="recvonly")
 
