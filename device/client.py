@@ -182,7 +182,7 @@ class Room(EventEmitter):
         self._url, self._token = url, token
         self.connection_state = "connecting"
         try:
-            await self._join(resume=False)
+            await self._join(rejoin=False)
         except BaseException:
             self.connection_state = "disconnected"
             await self._teardown()
@@ -207,13 +207,12 @@ class Room(EventEmitter):
         return []
 
     async def _open_signal(self, query: str) -> rtc.SignalResponse:
-        self._protocol = SignalProtocol() if self._protocol is None else self._protocol
         signal = SignalConnection(self._protocol, self._on_signal, self._on_signal_lost)
         first = await signal.open(self._url, self.token, query, self.options.connect_timeout)
         self._signal = signal
         return first
 
-    async def _join(self, resume: bool) -> None:
+    async def _join(self, rejoin: bool) -> None:
         """A full join: new signal session, new peer connection, republish our tracks."""
         opts = JoinOptions(auto_subscribe=self.options.auto_subscribe, attributes=self.options.attributes,
                            metadata=self.options.metadata)
@@ -247,7 +246,7 @@ class Room(EventEmitter):
                 f"joined the room but the media connection did not come up within "
                 f"{self.options.connect_timeout:.0f}s (ICE/DTLS with the server failed)"
             ) from None
-        if resume:  # a rejoin: tell the user what changed while we were away
+        if rejoin:  # tell the user what changed while we were away
             for name, args in events:
                 self.emit(name, *args)
 
@@ -545,7 +544,7 @@ class Room(EventEmitter):
                     resume = False  # the server no longer knows this session
                     continue
                 await self._close_session()
-                await self._join(resume=True)
+                await self._join(rejoin=True)
                 self.connection_state = "connected"
                 self.emit("reconnected", "rejoin")
                 return

@@ -1,0 +1,138 @@
+"""PCM in and out: resampling, pacing, stall recovery, DTX gaps, WAV files."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import av
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from lkdevice.audio import OPUS_FRAME, OPUS_RATE, AudioStream, MicrophoneTrack, Resampler, tone
+from lkdevice.ice import host_addresses, is_loopback_url
+from lkdevice.wavfile import WavWriter, read_wav
+from tests.audio_checks import frame_frequency
+
+
+def test_resampler_keeps_pitch_and_length():
+    t = np.arange(16000) / 16000
+    pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    out = Resampler(48000).resample(pcm, 16000)
+    assert abs(len(out) - 48000) < 100
+    assert abs(frame_frequency(out[24000:24960], 48000) - 440) < 1
+
+
+async def test_microphone_paces_in_real_time_and_fills_silence():
+    mic = MicrophoneTrack()
+    rtp = mic.rtp_track()
+    await mic.write(np.full(OPUS_FRAME, 1000, np.int16), OPUS_RATE)
+    started = time.monotonic()
+    frames = [await rtp.recv() for _ in range(6)]
+    elapsed = time.monotonic() - started
+    assert 0.08 <= elapsed <= 0.2  # five 20 ms waits after the first frame
+    assert [f.pts for f in frames] == [i * OPUS_FRAME for i in range(6)]
+    assert frames[0].to_ndarray().max() == 1000
+    assert frames[1].to_ndarray().max() == 0  # underrun: silence, not stale audio
+
+
+async def test_mute_sends_silence():
+    mic = MicrophoneTrack()
+    mic.muted = True
+    await mic.write(np.full(OPUS_FRAME, 1000, np.int16), OPUS_RATE)
+    frame = await mic.rtp_track().recv()
+    assert frame.to_ndarray().max() == 0
+
+
+async def test_backlog_after_a_stall_is_dropped():
+    mic = MicrophoneTrack()
+    rtp = mic.rtp_track()
+    await rtp.recv()
+    for _ in range(10):  # a capture callback kept writing while nobody read
+        mic.write_nowait(np.ones(OPUS_FRAME, np.int16), OPUS_RATE)
+    await asyncio.sleep(0.5)
+    await rtp.recv()
+    assert mic.buffered <= 0.04
+
+
+async def test_stopped_microphone_ends_its_rtp_track():
+    mic = MicrophoneTrack()
+    rtp = mic.rtp_track()
+    mic.stop()
+    with pytest.raises(MediaStreamError):
+        await rtp.recv()
+
+
+async def test_a_new_rtp_track_continues_the_same_microphone():
+    mic = MicrophoneTrack()
+    first = mic.rtp_track()
+    await first.recv()
+    first.stop()  # aiortc does this when a peer connection closes
+    second = mic.rtp_track()
+    await mic.write(np.full(OPUS_FRAME, 7, np.int16), OPUS_RATE)
+    frame = await second.recv()
+    assert frame.pts == OPUS_FRAME and frame.to_ndarray().max() == 7
+
+
+class FakeRemoteTrack:
+    """Frames as aiortc's Opus decoder hands them out: 48 kHz stereo s16, RTP pts."""
+
+    def __init__(self, pts_list):
+        self._pts = list(pts_list)
+
+    async def recv(self):
+        if not self._pts:
+            raise MediaStreamError
+        pts = self._pts.pop(0)
+        data = np.full((1, 2 * 960), 3000, np.int16)
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="stereo")
+        frame.sample_rate = 48000
+        frame.pts = pts
+        return frame
+
+
+async def test_audio_stream_delivers_the_requested_rate_and_frame_size():
+    stream = AudioStream(FakeRemoteTrack([i * 960 for i in range(10)]), sample_rate=16000, frame_ms=20)
+    chunks = [c async for c in stream]
+    assert all(len(c.samples) == 320 and c.sample_rate == 16000 for c in chunks)
+    assert len(chunks) >= 9
+
+
+async def test_audio_stream_fills_dtx_gaps_with_silence():
+    # two frames, then 400 ms with no packets, then one more
+    stream = AudioStream(FakeRemoteTrack([0, 960, 960 * 22]), sample_rate=48000, frame_ms=20)
+    chunks = [c.samples async for c in stream]
+    assert len(chunks) == 23
+    assert chunks[1].max() == 3000 and chunks[10].max() == 0 and chunks[22].max() == 3000
+
+
+async def test_tone_source_has_its_frequency():
+    chunk = await tone(1000, sample_rate=16000).__anext__()
+    assert abs(frame_frequency(chunk.samples, 16000) - 1000) < 1
+
+
+def test_wav_round_trip(tmp_path):
+    path = str(tmp_path / "a.wav")
+    w = WavWriter(path, 16000)
+    w.write(np.arange(-100, 100, dtype=np.int16))
+    w.close()
+    pcm, rate = read_wav(path)
+    assert rate == 16000 and pcm.tolist() == list(range(-100, 100))
+
+
+@pytest.mark.parametrize("url,loop", [
+    ("ws://127.0.0.1:7880", True), ("ws://localhost", True), ("wss://[::1]:443/x", True),
+    ("wss://example.livekit.cloud", False), ("ws://10.0.0.5:7880", False),
+])
+def test_loopback_urls(url, loop):
+    assert is_loopback_url(url) is loop
+
+
+def test_host_addresses_restricts_gathering_and_restores():
+    import aioice.ice
+
+    original = aioice.ice.get_host_addresses
+    with host_addresses(["127.0.0.1", "::1"]):
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
+    assert aioice.ice.get_host_addresses is original
