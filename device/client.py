@@ -247,8 +247,7 @@ class Room(EventEmitter):
                 f"{self.options.connect_timeout:.0f}s (ICE/DTLS with the server failed)"
             ) from None
         if rejoin:  # tell the user what changed while we were away
-            for name, args in events:
-                self.emit(name, *args)
+            self._emit_all(events)
 
     def _wire_peer(self, peer: PeerSession) -> None:
         @peer.pc.on("track")
