@@ -13,7 +13,7 @@ from . import __version__
 from .audio import tone
 from .client import Room, RoomOptions
 from .errors import LiveKitError
-from .wavfile import WavWriter, wav_chunks
+from .wavfile import WavWriter, dominant_frequency, read_wav, wav_chunks
 
 DEMO_ROOM = "lkdevice-demo"
 
@@ -121,6 +121,9 @@ async def _join(args) -> int:
         if recorder:
             samples = await recorder
             print(f"recorded {samples / 48000:.2f}s to {args.record}", flush=True)
+            pitch = dominant_frequency(*read_wav(args.record))
+            if pitch:
+                print(f"loudest tone in the recording: {pitch:.0f} Hz", flush=True)
         await room.disconnect()
         if echo is not None:
             await echo()

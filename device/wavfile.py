@@ -51,3 +51,12 @@ class WavWriter:
 
     def close(self) -> None:
         self._w.close()
+
+
+def dominant_frequency(samples: np.ndarray, rate: int) -> float | None:
+    """The strongest frequency in `samples` (None for silence), to 1 Hz or better."""
+    x = np.asarray(samples, dtype=np.float64)
+    if len(x) < rate // 10 or np.sqrt(np.mean(x * x)) < 100:
+        return None
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum[1:]) + 1) * rate / len(x)

@@ -35,6 +35,7 @@ async def test_join_publishes_records_and_prints_events(server, room_name, peers
     assert proc.returncode == 0, text
     assert f"joined room '{room_name}' as 'cli-device'" in text
     assert "agent_state_changed participant=agent thinking" in text
+    assert "loudest tone in the recording: 1000 Hz" in text
     pcm, rate = read_wav(str(out))
     frames = [pcm[i:i + 960] for i in range(0, len(pcm) - 960, 960)]
     assert rate == 48000 and len(frames) > 150  # about 4 s of the 5 s session
