@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
+# The server quotes the whole token back in its refusal text; tokens are secrets.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def redact_tokens(text: str) -> str:
+    return _JWT.sub("<token>", text)
+
 
 class LiveKitError(Exception):
     """Base of every error this client raises."""
@@ -16,8 +25,8 @@ class TokenRejected(ConnectError):
 
     def __init__(self, status: int, reason: str):
         self.status = status
-        self.reason = reason
-        super().__init__(f"token rejected by server (HTTP {status}): {reason}")
+        self.reason = redact_tokens(reason)
+        super().__init__(f"token rejected by server (HTTP {status}): {self.reason}")
 
 
 class ServerUnreachable(ConnectError):

@@ -12,7 +12,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from livekit.protocol import rtc
 
-from .errors import ConnectError, ProtocolError, ServerUnreachable, TokenRejected
+from .errors import ConnectError, ProtocolError, ServerUnreachable, TokenRejected, redact_tokens
 from .signaling import MAX_SIGNAL_MESSAGE, SignalProtocol, signal_url, validate_url
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ class SignalConnection:
                 except Exception:
                     reason = body
                 raise TokenRejected(status, reason or body or "unauthorized") from None
-            raise ConnectError(f"server refused the join (HTTP {status}): {body or 'no reason given'}") from None
+            raise ConnectError(f"server refused the join (HTTP {status}): "
+                               f"{redact_tokens(body) or 'no reason given'}") from None
         except (asyncio.TimeoutError, TimeoutError):
             raise ServerUnreachable(f"no answer from {signal_url(url, '')} within {timeout:.0f}s") from None
         except OSError as exc:
