@@ -4,7 +4,7 @@ from .audio import AudioChunk, AudioStream, MicrophoneTrack, tone
 from .client import LocalAudioTrack, Room, RoomOptions, connect
 from .data import DataMessage
 from .errors import (ConnectError, DataTooLarge, Disconnected, LiveKitError, ProtocolError, RpcError,
-                     ServerUnreachable, SignalTimeout, TokenRejected)
+                     ServerUnreachable, TokenRejected)
 from .rpc import RpcInvocation
 from .state import AGENT_STATE_ATTRIBUTE, Participant, TrackPublication
 
@@ -13,6 +13,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AGENT_STATE_ATTRIBUTE", "AudioChunk", "AudioStream", "ConnectError", "DataMessage", "DataTooLarge",
     "Disconnected", "LiveKitError", "LocalAudioTrack", "MicrophoneTrack", "Participant", "ProtocolError",
-    "Room", "RoomOptions", "RpcError", "RpcInvocation", "ServerUnreachable", "SignalTimeout", "TokenRejected",
+    "Room", "RoomOptions", "RpcError", "RpcInvocation", "ServerUnreachable", "TokenRejected",
     "TrackPublication", "connect", "tone",
 ]

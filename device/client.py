@@ -263,9 +263,14 @@ class Room(EventEmitter):
             channel.on("message", self._on_data)
 
     # -- signal messages ------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.disconnect_reason is not None and self.connection_state == "disconnected":
+            raise Disconnected(self.disconnect_reason)
+        if self._signal is None or self._peer is None:
+            raise ConnectError(f"not connected ({self.connection_state})")
+
     async def _send(self, data: bytes) -> None:
-        if self._signal is None:
-            raise ConnectError("not connected")
+        self._check_open()
         await self._signal.send(data)
 
     async def _send_offer(self, sdp: str, offer_id: int) -> None:
@@ -396,8 +401,7 @@ class Room(EventEmitter):
     async def publish_audio(self, source: AsyncIterator[AudioChunk] | None = None, *, name: str = "microphone",
                             source_kind: int = TrackSource.MICROPHONE, timeout: float = 10.0) -> LocalAudioTrack:
         """Publish an Opus microphone track; feed it from `source` or with `track.write`."""
-        if self._peer is None or self.connection_state != "connected":
-            raise ConnectError(f"cannot publish while {self.connection_state}")
+        self._check_open()
         local = LocalAudioTrack(self, name, MicrophoneTrack(), source_kind)
         self._local_tracks.append(local)
         self._peer.add_sender(local.new_rtp_track())
@@ -445,8 +449,7 @@ class Room(EventEmitter):
                                             destination_identities=destination_identities), timeout)
 
     async def _send_packet(self, packet: models.DataPacket, timeout: float = 10.0) -> None:
-        if self._peer is None:
-            raise ConnectError("not connected")
+        self._check_open()
         # receivers attribute the packet by these, whatever the server adds
         me = self.local_participant
         packet.participant_identity = me.identity

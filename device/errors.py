@@ -33,10 +33,6 @@ class ServerUnreachable(ConnectError):
     """Nothing answered at the URL within the connect timeout."""
 
 
-class SignalTimeout(LiveKitError):
-    """The server stopped answering pings within its ping timeout."""
-
-
 class ProtocolError(LiveKitError):
     """The server sent something this client cannot understand."""
 

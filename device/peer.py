@@ -91,10 +91,6 @@ class PeerSession:
             self._renegotiate = False
             await self.negotiate()
 
-    async def wait_answered(self, timeout: float) -> None:
-        if self._awaiting_answer is not None:
-            await asyncio.wait_for(asyncio.shield(self._awaiting_answer), timeout)
-
     def _add_audio_receiver(self) -> None:
         t = self.pc.addTransceiver("audio", direction="recvonly")
         set_audio_prefetch(t.receiver, self._audio_prefetch)

@@ -215,6 +215,9 @@ async def test_leave_is_seen_with_reason(server, room_name, peers, devices):
     assert p.identity == "device"
     assert p.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED
     assert dev.connection_state == "disconnected"
+    with pytest.raises(lkdevice.Disconnected) as err:
+        await dev.publish_data(b"too late")
+    assert err.value.reason == "CLIENT_INITIATED"
 
 
 async def test_server_removal_surfaces_reason(server, room_name, devices):
