@@ -1,0 +1,505 @@
+# The lkdevice device protocol, version 1: frame headers, audio codecs and
+# control messages. Spec: docs/device-protocol.md.
+#
+# One module, run unchanged by the gateway (CPython) and the firmware
+# (MicroPython): no typing, no f-strings with `=`, no dataclasses. The audio
+# paths write into caller-owned buffers so the firmware allocates nothing per
+# frame.
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+import json
+
+PROTOCOL_VERSION = const(1)
+SAMPLE_RATE = const(16000)
+FRAME_MS = const(20)
+FRAME_SAMPLES = const(320)
+PCM_FRAME_BYTES = const(640)
+
+CODEC_PCM16 = const(0)
+CODEC_ULAW = const(1)
+CODEC_ADPCM = const(2)
+CODEC_NAMES = ("pcm16", "ulaw", "adpcm")
+# Payload bytes of one 20 ms frame: ADPCM is a 4-byte state header + 320 nibbles.
+PAYLOAD_BYTES = (640, 320, 164)
+
+FRAME_AUDIO = const(0x01)
+HEADER_BYTES = const(8)
+MAX_BINARY_FRAME = const(648)
+
+# Limits on control messages (bytes of UTF-8 JSON, or characters of a field).
+MAX_TEXT_FRAME = const(16384)
+MIN_DEVICE_TEXT = const(1024)
+DEFAULT_DEVICE_TEXT = const(4096)
+MAX_TOKEN = const(8192)
+MAX_TOPIC = const(128)
+MAX_IDENTITY = const(256)
+MAX_METHOD = const(64)
+MAX_PAYLOAD = const(15360)
+MAX_ID = const(64)
+MAX_REASON = const(256)
+MAX_DESTINATIONS = const(16)
+MAX_ATTRIBUTES = const(32)
+MAX_ATTRIBUTE = const(1024)
+
+# Error codes carried by {"t": "error"}.
+E_MALFORMED = "malformed"
+E_TOO_LARGE = "too_large"
+E_BAD_FRAME = "bad_frame"
+E_OUT_OF_ORDER = "out_of_order"
+E_VERSION = "unsupported_version"
+E_CODEC = "unsupported_codec"
+E_STATE = "unexpected"
+E_TOKEN = "token_rejected"
+E_UNREACHABLE = "livekit_unreachable"
+E_SESSION = "unknown_session"
+E_RATE = "rate_limited"
+E_RPC = "rpc_failed"
+E_DATA = "data_failed"
+E_INTERNAL = "internal"
+
+# WebSocket close codes the gateway uses (4000-4999 are the application's).
+CLOSE_NORMAL = const(1000)
+CLOSE_PROTOCOL = const(4400)
+CLOSE_TOKEN = const(4401)
+CLOSE_SESSION = const(4404)
+CLOSE_REPLACED = const(4409)
+CLOSE_TOO_LARGE = const(4413)
+CLOSE_UNREACHABLE = const(4502)
+CLOSE_LEFT = const(4000)
+
+
+class ProtocolError(ValueError):
+    """A frame or message that breaks the protocol; `code` is an E_* value."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def codec_id(name):
+    for i in range(3):
+        if CODEC_NAMES[i] == name:
+            return i
+    raise ProtocolError(E_CODEC, "unknown codec %r; use pcm16, ulaw or adpcm" % (name,))
+
+
+def seq_newer(a, b):
+    """True when 16-bit sequence number a comes after b (RFC 1982 arithmetic)."""
+    d = (a - b) & 0xFFFF
+    return 0 < d < 0x8000
+
+
+def seq_distance(a, b):
+    """How many frames a is ahead of b, negative when behind."""
+    d = (a - b) & 0xFFFF
+    return d - 0x10000 if d >= 0x8000 else d
+
+
+# --- binary audio frames ---------------------------------------------------
+
+def pack_header(buf, codec, seq, timestamp):
+    """Write the 8-byte header into buf[0:8]: kind, codec, seq (u16 BE), timestamp (u32 BE)."""
+    buf[0] = FRAME_AUDIO
+    buf[1] = codec
+    buf[2] = (seq >> 8) & 0xFF
+    buf[3] = seq & 0xFF
+    buf[4] = (timestamp >> 24) & 0xFF
+    buf[5] = (timestamp >> 16) & 0xFF
+    buf[6] = (timestamp >> 8) & 0xFF
+    buf[7] = timestamp & 0xFF
+
+
+def check_frame(frame, codec):
+    """Validate a received binary frame for the negotiated codec; return its seq."""
+    n = len(frame)
+    if n < HEADER_BYTES:
+        raise ProtocolError(E_BAD_FRAME, "binary frame of %d bytes is shorter than the 8-byte header" % n)
+    if frame[0] != FRAME_AUDIO:
+        raise ProtocolError(E_BAD_FRAME, "unknown binary frame kind 0x%02x" % frame[0])
+    if frame[1] != codec:
+        raise ProtocolError(E_BAD_FRAME, "frame codec %d differs from the negotiated %s" % (frame[1], CODEC_NAMES[codec]))
+    if n != HEADER_BYTES + PAYLOAD_BYTES[codec]:
+        raise ProtocolError(E_BAD_FRAME, "%s frame must be %d bytes, got %d"
+                            % (CODEC_NAMES[codec], HEADER_BYTES + PAYLOAD_BYTES[codec], n))
+    return (frame[2] << 8) | frame[3]
+
+
+def frame_seq(frame):
+    return (frame[2] << 8) | frame[3]
+
+
+def frame_timestamp(frame):
+    return (frame[4] << 24) | (frame[5] << 16) | (frame[6] << 8) | frame[7]
+
+
+# --- G.711 mu-law (same rounding as CPython's audioop) -----------------------
+
+# Segment of a biased 14-bit magnitude m, indexed by m >> 6 (0..128).
+_ULAW_SEG = bytes([0] + [1] + [2] * 2 + [3] * 4 + [4] * 8 + [5] * 16 + [6] * 32 + [7] * 64 + [8])
+
+
+def _ulaw_decode_table():
+    t = []
+    for u in range(256):
+        u = ~u & 0xFF
+        v = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+        t.append((0x84 - v) if (u & 0x80) else (v - 0x84))
+    return t
+
+
+_ULAW_DECODE = _ulaw_decode_table()
+
+
+def ulaw_encode_sample(s):
+    m = s >> 2
+    if m < 0:
+        m = -m
+        mask = 0x7F
+    else:
+        mask = 0xFF
+    if m > 8159:
+        m = 8159
+    m += 0x21
+    seg = _ULAW_SEG[m >> 6]
+    if seg >= 8:
+        return 0x7F ^ mask
+    return ((seg << 4) | ((m >> (seg + 1)) & 0x0F)) ^ mask
+
+
+def ulaw_encode_into(pcm, out, n):
+    """n little-endian int16 samples from pcm into n mu-law bytes in out."""
+    seg_table = _ULAW_SEG
+    j = 0
+    for i in range(n):
+        s = pcm[j] | (pcm[j + 1] << 8)
+        j += 2
+        if s & 0x8000:
+            m = (0x10000 - s) >> 2
+            mask = 0x7F
+            if (0x10000 - s) & 3:  # arithmetic shift of a negative rounds down
+                m += 1
+        else:
+            m = s >> 2
+            mask = 0xFF
+        if m > 8159:
+            m = 8159
+        m += 0x21
+        seg = seg_table[m >> 6]
+        if seg >= 8:
+            out[i] = 0x7F ^ mask
+        else:
+            out[i] = ((seg << 4) | ((m >> (seg + 1)) & 0x0F)) ^ mask
+
+
+def ulaw_decode_into(src, out, n):
+    """n mu-law bytes from src into n little-endian int16 samples in out."""
+    table = _ULAW_DECODE
+    j = 0
+    for i in range(n):
+        v = table[src[i]] & 0xFFFF
+        out[j] = v & 0xFF
+        out[j + 1] = v >> 8
+        j += 2
+
+
+# --- IMA ADPCM (the DVI/IMA algorithm of audioop.lin2adpcm) ---------------------
+
+_INDEX_ADJUST = (-1, -1, -1, -1, 2, 4, 6, 8, -1, -1, -1, -1, 2, 4, 6, 8)
+_STEPS = (
+    7, 8, 9, 10, 11, 12, 13, 14, 16, 17, 19, 21, 23, 25, 28, 31, 34, 37, 41, 45,
+    50, 55, 60, 66, 73, 80, 88, 97, 107, 118, 130, 143, 157, 173, 190, 209, 230,
+    253, 279, 307, 337, 371, 408, 449, 494, 544, 598, 658, 724, 796, 876, 963,
+    1060, 1166, 1282, 1411, 1552, 1707, 1878, 2066, 2272, 2499, 2749, 3024, 3327,
+    3660, 4026, 4428, 4871, 5358, 5894, 6484, 7132, 7845, 8630, 9493, 10442,
+    11487, 12635, 13899, 15289, 16818, 18500, 20350, 22385, 24623, 27086, 29794,
+    32767)
+
+
+class AdpcmEncoder:
+    """IMA ADPCM with the state carried across frames and written into each
+    frame's 4-byte header (predictor int16 LE, step index, 0), so a receiver
+    can decode any frame on its own after a loss."""
+
+    def __init__(self):
+        self.predictor = 0
+        self.index = 0
+
+    def encode_into(self, pcm, out, n):
+        """n int16 LE samples from pcm into out[0:4 + n // 2]."""
+        valpred = self.predictor
+        index = self.index
+        p = valpred & 0xFFFF
+        out[0] = p & 0xFF
+        out[1] = p >> 8
+        out[2] = index
+        out[3] = 0
+        steps = _STEPS
+        adjust = _INDEX_ADJUST
+        j = 0
+        o = 4
+        low = 0
+        for i in range(n):
+            s = pcm[j] | (pcm[j + 1] << 8)
+            j += 2
+            if s & 0x8000:
+                s -= 0x10000
+            step = steps[index]
+            diff = s - valpred
+            if diff < 0:
+                sign = 8
+                diff = -diff
+            else:
+                sign = 0
+            delta = 0
+            vpdiff = step >> 3
+            if diff >= step:
+                delta = 4
+                diff -= step
+                vpdiff += step
+            step >>= 1
+            if diff >= step:
+                delta |= 2
+                diff -= step
+                vpdiff += step
+            step >>= 1
+            if diff >= step:
+                delta |= 1
+                vpdiff += step
+            if sign:
+                valpred -= vpdiff
+                if valpred < -32768:
+                    valpred = -32768
+            else:
+                valpred += vpdiff
+                if valpred > 32767:
+                    valpred = 32767
+            delta |= sign
+            index += adjust[delta]
+            if index < 0:
+                index = 0
+            elif index > 88:
+                index = 88
+            if i & 1:
+                out[o] = low | (delta << 4)
+                o += 1
+            else:
+                low = delta
+        if n & 1:
+            out[o] = low
+        self.predictor = valpred
+        self.index = index
+
+
+def adpcm_decode_into(src, out, n):
+    """One frame (4-byte header + n // 2 bytes) into n int16 LE samples in out."""
+    valpred = src[0] | (src[1] << 8)
+    if valpred & 0x8000:
+        valpred -= 0x10000
+    index = src[2]
+    if index > 88:
+        raise ProtocolError(E_BAD_FRAME, "ADPCM step index %d is out of range 0..88" % index)
+    steps = _STEPS
+    adjust = _INDEX_ADJUST
+    j = 0
+    for i in range(n):
+        b = src[4 + (i >> 1)]
+        delta = (b >> 4) if (i & 1) else (b & 0x0F)
+        step = steps[index]
+        vpdiff = step >> 3
+        if delta & 4:
+            vpdiff += step
+        if delta & 2:
+            vpdiff += step >> 1
+        if delta & 1:
+            vpdiff += step >> 2
+        if delta & 8:
+            valpred -= vpdiff
+            if valpred < -32768:
+                valpred = -32768
+        else:
+            valpred += vpdiff
+            if valpred > 32767:
+                valpred = 32767
+        index += adjust[delta]
+        if index < 0:
+            index = 0
+        elif index > 88:
+            index = 88
+        v = valpred & 0xFFFF
+        out[j] = v & 0xFF
+        out[j + 1] = v >> 8
+        j += 2
+
+
+class FrameEncoder:
+    """20 ms of 16 kHz PCM16 into a complete binary frame, in a buffer it owns."""
+
+    def __init__(self, codec):
+        if not 0 <= codec <= 2:
+            raise ProtocolError(E_CODEC, "unknown codec id %d" % codec)
+        self.codec = codec
+        self.frame = bytearray(HEADER_BYTES + PAYLOAD_BYTES[codec])
+        self._payload = memoryview(self.frame)[HEADER_BYTES:]
+        self._adpcm = AdpcmEncoder() if codec == CODEC_ADPCM else None
+        self.seq = 0
+        self.timestamp = 0
+
+    def encode(self, pcm):
+        """Encode 640 bytes of PCM; returns the frame buffer (reused next call)."""
+        pack_header(self.frame, self.codec, self.seq, self.timestamp)
+        codec = self.codec
+        if codec == CODEC_PCM16:
+            self._payload[:] = pcm
+        elif codec == CODEC_ULAW:
+            ulaw_encode_into(pcm, self._payload, FRAME_SAMPLES)
+        else:
+            self._adpcm.encode_into(pcm, self._payload, FRAME_SAMPLES)
+        self.seq = (self.seq + 1) & 0xFFFF
+        self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+        return self.frame
+
+
+def decode_payload_into(codec, frame, out):
+    """Decode a validated frame's payload into out (640 bytes of PCM16 LE)."""
+    payload = memoryview(frame)[HEADER_BYTES:]
+    if codec == CODEC_PCM16:
+        out[:] = payload
+    elif codec == CODEC_ULAW:
+        ulaw_decode_into(payload, out, FRAME_SAMPLES)
+    else:
+        adpcm_decode_into(payload, out, FRAME_SAMPLES)
+
+
+# --- control messages (JSON text frames) -------------------------------------
+
+# Field kinds: s string, i int, b bool, d dict of str->str, l list of str,
+# o object (dict), L list of objects. The third element is the length limit.
+_S, _I, _B, _D, _L, _O, _LO = "s", "i", "b", "d", "l", "o", "L"
+
+# Messages a device sends: type -> ((field, kind, limit, required), ...)
+DEVICE_MESSAGES = {
+    "hello": (("v", _I, 0, True), ("token", _S, MAX_TOKEN, True), ("codec", _S, 8, True),
+              ("max_text", _I, 0, False), ("device", _D, 8, False), ("muted", _B, 0, False)),
+    "resume": (("v", _I, 0, True), ("session", _S, MAX_ID, True), ("key", _S, MAX_ID, True),
+               ("codec", _S, 8, False)),
+    "data": (("topic", _S, MAX_TOPIC, False), ("text", _S, MAX_PAYLOAD, False), ("b64", _S, MAX_PAYLOAD * 4 // 3 + 4, False),
+             ("to", _L, MAX_DESTINATIONS, False), ("reliable", _B, 0, False)),
+    "rpc": (("id", _S, MAX_ID, True), ("to", _S, MAX_IDENTITY, True), ("method", _S, MAX_METHOD, True),
+            ("payload", _S, MAX_PAYLOAD, False), ("timeout_ms", _I, 0, False)),
+    "rpc_result": (("id", _S, MAX_ID, True), ("payload", _S, MAX_PAYLOAD, False), ("error", _O, 0, False)),
+    "mute": (("muted", _B, 0, True),),
+    "attributes": (("attributes", _D, MAX_ATTRIBUTES, True),),
+    "ping": (("id", _I, 0, False),),
+    "leave": (("reason", _S, MAX_REASON, False),),
+}
+
+# Messages the gateway sends.
+GATEWAY_MESSAGES = {
+    "welcome": (("v", _I, 0, True), ("session", _S, MAX_ID, True), ("key", _S, MAX_ID, True),
+                ("grace_s", _I, 0, True), ("codec", _S, 8, True), ("room", _O, 0, True),
+                ("me", _O, 0, True), ("participants", _LO, 0, True)),
+    "resumed": (("session", _S, MAX_ID, True), ("participants", _LO, 0, True)),
+    "joined": (("p", _O, 0, True),),
+    "left": (("identity", _S, MAX_IDENTITY, True), ("reason", _S, MAX_REASON, False)),
+    "attributes": (("identity", _S, MAX_IDENTITY, True), ("changed", _D, MAX_ATTRIBUTES, True)),
+    "agent_state": (("identity", _S, MAX_IDENTITY, True), ("state", _S, 32, True)),
+    "speakers": (("identities", _L, 64, True),),
+    "data": (("from", _S, MAX_IDENTITY, False), ("topic", _S, MAX_TOPIC, False), ("text", _S, MAX_PAYLOAD, False),
+             ("b64", _S, MAX_PAYLOAD * 4 // 3 + 4, False)),
+    "rpc": (("id", _S, MAX_ID, True), ("from", _S, MAX_IDENTITY, True), ("method", _S, MAX_METHOD, True),
+            ("payload", _S, MAX_PAYLOAD, False), ("timeout_ms", _I, 0, False)),
+    "rpc_result": (("id", _S, MAX_ID, True), ("payload", _S, MAX_PAYLOAD, False), ("error", _O, 0, False)),
+    "token": (("token", _S, MAX_TOKEN, True),),
+    "pong": (("id", _I, 0, False),),
+    "dropped": (("what", _S, 32, True), ("size", _I, 0, False), ("count", _I, 0, False)),
+    "error": (("code", _S, 32, True), ("message", _S, MAX_REASON * 2, True), ("fatal", _B, 0, True),
+              ("seq", _I, 0, False), ("id", _S, MAX_ID, False)),
+    "leave": (("reason", _S, MAX_REASON, True),),
+}
+
+
+def _check_field(t, name, kind, limit, value):
+    ok = True
+    if kind == _S:
+        ok = isinstance(value, str) and len(value) <= limit
+    elif kind == _I:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == _B:
+        ok = isinstance(value, bool)
+    elif kind == _O:
+        ok = isinstance(value, dict)
+    elif kind == _LO:
+        ok = isinstance(value, list)
+        if ok:
+            for item in value:
+                if not isinstance(item, dict):
+                    ok = False
+    elif kind == _L:
+        ok = isinstance(value, list) and len(value) <= limit
+        if ok:
+            for item in value:
+                if not isinstance(item, str) or len(item) > MAX_IDENTITY:
+                    ok = False
+    elif kind == _D:
+        ok = isinstance(value, dict) and len(value) <= limit
+        if ok:
+            for k in value:
+                v = value[k]
+                if not isinstance(k, str) or not isinstance(v, str) or len(k) > MAX_IDENTITY or len(v) > MAX_ATTRIBUTE:
+                    ok = False
+    if not ok:
+        raise ProtocolError(E_MALFORMED, "%s: field %r is not a valid %s" % (t, name, _KIND_NAMES[kind]))
+
+
+_KIND_NAMES = {_S: "string within its length limit", _I: "integer", _B: "boolean", _O: "object",
+               _LO: "list of objects", _L: "list of strings within its limits",
+               _D: "object of strings within its limits"}
+
+
+def validate(msg, schema):
+    """Check a decoded message against a schema table; returns its type."""
+    if not isinstance(msg, dict):
+        raise ProtocolError(E_MALFORMED, "a control message must be a JSON object")
+    t = msg.get("t")
+    if not isinstance(t, str):
+        raise ProtocolError(E_MALFORMED, "a control message needs a string field 't'")
+    fields = schema.get(t)
+    if fields is None:
+        raise ProtocolError(E_MALFORMED, "unknown message type %r" % (t[:32],))
+    for name, kind, limit, required in fields:
+        if name in msg:
+            _check_field(t, name, kind, limit, msg[name])
+        elif required:
+            raise ProtocolError(E_MALFORMED, "%s: missing field %r" % (t, name))
+    return t
+
+
+def decode_message(text, schema, limit=MAX_TEXT_FRAME):
+    """Parse one text frame (str or UTF-8 bytes) and validate it."""
+    if len(text) > limit:
+        raise ProtocolError(E_TOO_LARGE, "text frame of %d bytes exceeds the %d-byte limit" % (len(text), limit))
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        raise ProtocolError(E_MALFORMED, "text frame is not valid JSON")
+    validate(msg, schema)
+    return msg
+
+
+def encode_message(msg):
+    return json.dumps(msg)
+
+
+def error_message(code, message, fatal, seq=None, id=None):
+    msg = {"t": "error", "code": code, "message": message, "fatal": fatal}
+    if seq is not None:
+        msg["seq"] = seq
+    if id is not None:
+        msg["id"] = id
+    return msg
