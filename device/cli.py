@@ -181,6 +181,28 @@ def _token(args) -> int:
     return 0
 
 
+def _gateway(args) -> int:
+    from .gateway import GatewayConfig, run_gateway, server_ssl_context
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"error: --listen wants HOST:PORT, got {args.listen!r}", file=sys.stderr)
+        return 2
+    for name in ("lkdevice.gateway", "lkdevice.gateway_session"):  # joins, resumes and leaves, never tokens
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    ssl_context = None
+    if args.tls_cert:
+        ssl_context = server_ssl_context(args.tls_cert, args.tls_key)
+    config = GatewayConfig(livekit_url=args.livekit_url, host=host.strip("[]"), port=int(port), grace=args.grace,
+                           max_devices=args.max_devices, ssl_context=ssl_context)
+    try:
+        asyncio.run(run_gateway(config))
+    except OSError as exc:
+        print(f"error: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lkdevice", description="Device side of LiveKit voice and vision agents.")
     p.add_argument("--version", action="version", version=f"lkdevice {__version__}")
@@ -208,6 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", nargs="?", choices=["run", "build"], default="run")
     s.add_argument("--port", type=int, default=7880)
     s.set_defaults(run=_server)
+
+    g = sub.add_parser("gateway", help="serve ESP32-class devices over the device protocol and join LiveKit "
+                                       "as each of them")
+    g.add_argument("--livekit-url", required=True, help="LiveKit server URL (ws[s]:// or http[s]://)")
+    g.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT for devices (default 127.0.0.1:8765)")
+    g.add_argument("--grace", type=float, default=15.0,
+                   help="seconds a dropped device keeps its place in the room (default 15)")
+    g.add_argument("--max-devices", type=int, default=500)
+    g.add_argument("--tls-cert", help="serve wss:// with this certificate (PEM, may include the key)")
+    g.add_argument("--tls-key", help="private key for --tls-cert (PEM)")
+    g.set_defaults(run=_gateway)
+
+    try:
+        from .host_tools import simulator
+    except ImportError:
+        simulator = None
+    if simulator is not None and hasattr(simulator, "add_parser"):
+        simulator.add_parser(sub)
 
     t = sub.add_parser("token", help="mint a dev access token (LIVEKIT_API_KEY/SECRET, else the dev keys)")
     t.add_argument("--room", default=DEMO_ROOM)

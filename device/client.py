@@ -10,7 +10,8 @@ participant_attributes_changed(changed, p), agent_state_changed(p, state),
 participant_metadata_changed(p, old), participant_name_changed(p, old),
 active_speakers_changed(speakers), connection_quality_changed(p, quality),
 room_metadata_changed(old, new), data_received(message),
-text_stream_received(reader), local_track_published(track).
+text_stream_received(reader), local_track_published(track),
+token_refreshed(token): the server's newest token, used for reconnects.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .data import DataMessage, decode_packet, sender_identity, to_message, user_
 from .errors import ConnectError, Disconnected, LiveKitError, ProtocolError, TokenRejected
 from .events import EventEmitter
 from .peer import PeerSession
-from .rpc import DEFAULT_RESPONSE_TIMEOUT, RpcEndpoint, RpcHandler
+from .rpc import DEFAULT_RESPONSE_TIMEOUT, RpcEndpoint, RpcFallback, RpcHandler
 from .signal_connection import SignalConnection
 from .signaling import DisconnectReason, JoinOptions, LeaveAction, ReconnectReason, SignalProtocol, join_query
 from .state import Participant, RoomState, TrackPublication
@@ -324,6 +325,8 @@ class Room(EventEmitter):
             if rr.reason != rtc.RequestResponse.Reason.OK:
                 log.warning("server refused request %d: %s %s", rr.request_id,
                             rtc.RequestResponse.Reason.Name(rr.reason), rr.message)
+        elif kind == "refresh_token":
+            self.emit("token_refreshed", msg.refresh_token)
         elif kind == "track_unpublished":
             for t in self._local_tracks:
                 if t.sid == msg.track_unpublished.track_sid:
@@ -509,6 +512,10 @@ class Room(EventEmitter):
 
     def unregister_rpc_method(self, method: str) -> None:
         self._rpc.unregister(method)
+
+    def set_rpc_fallback(self, handler: "RpcFallback | None") -> None:
+        """Handle calls to methods nobody registered: handler(method, invocation)."""
+        self._rpc.fallback = handler
 
     async def perform_rpc(self, destination_identity: str, method: str, payload: str = "", *,
                           response_timeout: float = DEFAULT_RESPONSE_TIMEOUT) -> str:

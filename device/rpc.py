@@ -34,6 +34,7 @@ class RpcInvocation:
 
 
 RpcHandler = Callable[[RpcInvocation], Union[str, Awaitable[str]]]
+RpcFallback = Callable[[str, RpcInvocation], Union[str, Awaitable[str]]]
 SendPacket = Callable[[models.DataPacket], Awaitable[None]]
 
 
@@ -48,6 +49,8 @@ class RpcEndpoint:
         self._acks: dict[str, asyncio.Future] = {}
         self._responses: dict[str, asyncio.Future] = {}
         self._callee_of: dict[str, str] = {}
+        # for methods nobody registered, e.g. a gateway forwarding every call to its device
+        self.fallback: RpcFallback | None = None
 
     # -- callee -------------------------------------------------------------
     def register(self, method: str, handler: RpcHandler) -> None:
@@ -62,6 +65,9 @@ class RpcEndpoint:
             err = RpcError(RpcError.UNSUPPORTED_VERSION, "unsupported RPC version")
             return await self._respond(caller, req.id, error=err)
         handler = self._handlers.get(req.method)
+        if handler is None and self.fallback is not None:
+            fallback, method = self.fallback, req.method
+            handler = lambda inv: fallback(method, inv)  # noqa: E731
         if handler is None:
             err = RpcError(RpcError.UNSUPPORTED_METHOD, f"method {req.method!r} is not registered")
             return await self._respond(caller, req.id, error=err)

@@ -1,0 +1,305 @@
+"""The gateway against the real server: a protocol device on one side, the
+official SDK on the other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from lkdevice import device_protocol as dp
+from lkdevice.client import token_claims
+from lkdevice.gateway import Gateway, GatewayConfig
+from lkdevice.host_tools.device_client import DeviceClient
+
+from ..audio_checks import frame_frequency, tone_frames
+from .conftest import token
+
+
+def sine(freq: float, seconds: float, rate: int = 16000, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+@pytest.fixture
+async def gateway(server):
+    gw = await Gateway(GatewayConfig(livekit_url=server.url, port=0, grace=15.0)).start()
+    yield gw
+    await gw.close()
+
+
+@pytest.fixture
+async def clients():
+    made: list[DeviceClient] = []
+
+    async def make(url: str, codec: str = "pcm16", **kw) -> DeviceClient:
+        c = await DeviceClient(url, codec=codec, **kw).open()
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        try:
+            await asyncio.wait_for(c.close(), 5)
+        except Exception:
+            pass
+
+
+async def joined_device(clients, gateway, room: str, identity: str = "esp32", codec: str = "pcm16", **kw):
+    dev = await clients(gateway.url, codec)
+    welcome = await dev.hello(token(identity, room, **kw))
+    assert welcome["t"] == "welcome", welcome
+    return dev
+
+
+def device_frames_freq(samples: np.ndarray) -> list[np.ndarray]:
+    return [samples[i:i + 320] for i in range(0, len(samples) - 319, 320)]
+
+
+@pytest.mark.parametrize("codec", ["pcm16", "ulaw", "adpcm"])
+async def test_tone_both_ways_per_codec(server, gateway, clients, peers, room_name, codec):
+    dev = await joined_device(clients, gateway, room_name, codec=codec)
+    assert dev.welcome["codec"] == codec and dev.welcome["me"]["identity"] == "esp32"
+    peer = await peers("agent", server.url, room_name)
+    streaming = asyncio.ensure_future(dev.stream(sine(440, 6)))
+    track, _, _ = await peer.expect("track_subscribed", lambda t, pub, p: p.identity == "esp32")
+    frames = await peer.record(track, 3.0)
+    assert tone_frames(frames, 48000, 440) >= 0.9 * 150, f"440 Hz in {tone_frames(frames, 48000, 440)} of 150 frames"
+
+    playing = await peer.publish_tone(1000)
+    try:
+        await dev.expect(lambda m: m["t"] == "joined" and m["p"]["identity"] == "agent")
+        got: list[np.ndarray] = []
+        deadline = asyncio.get_running_loop().time() + 8
+        while len(got) < 100 and asyncio.get_running_loop().time() < deadline:
+            pcm = await dev.record(0.5)
+            got += [f for f in device_frames_freq(pcm) if frame_frequency(f, 16000) is not None or got]
+        good = tone_frames(got[:100], 16000, 1000, tolerance=10)
+        assert good >= 90, f"1 kHz in {good} of {len(got[:100])} device frames ({codec})"
+    finally:
+        playing.cancel()
+        streaming.cancel()
+
+
+async def test_data_rpc_and_agent_state_both_ways(server, gateway, clients, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    dev = await joined_device(clients, gateway, room_name)
+    assert [p["identity"] for p in dev.welcome["participants"]] == ["agent"]
+    await peer.expect("participant_connected", lambda p: p.identity == "esp32")
+
+    # device -> peer data, with a topic
+    await dev.send({"t": "data", "topic": "sensors", "text": "temp=21.5"})
+    (packet,) = await peer.expect("data_received", lambda pk: pk.topic == "sensors")
+    assert packet.data == b"temp=21.5" and packet.participant.identity == "esp32"
+    # peer -> device, text and binary
+    await peer.room.local_participant.publish_data(b"hello device", topic="cmd", destination_identities=["esp32"])
+    msg = await dev.expect(lambda m: m["t"] == "data")
+    assert msg == {"t": "data", "from": "agent", "topic": "cmd", "text": "hello device"}
+    await peer.room.local_participant.publish_data(b"\xff\x00\x01", topic="bin")
+    msg = await dev.expect(lambda m: m["t"] == "data" and m.get("topic") == "bin")
+    assert msg["b64"] == "/wAB"
+
+    # peer calls the device; the device answers
+    call = asyncio.ensure_future(peer.room.local_participant.perform_rpc(
+        destination_identity="esp32", method="led.set", payload='{"on":true}'))
+    req = await dev.expect(lambda m: m["t"] == "rpc")
+    assert (req["from"], req["method"], req["payload"]) == ("agent", "led.set", '{"on":true}')
+    await dev.send({"t": "rpc_result", "id": req["id"], "payload": "ok"})
+    assert await asyncio.wait_for(call, 10) == "ok"
+    # and an error from the device reaches the caller as an RpcError
+    from livekit import rtc
+    call = asyncio.ensure_future(peer.room.local_participant.perform_rpc(
+        destination_identity="esp32", method="motor.run", payload=""))
+    req = await dev.expect(lambda m: m["t"] == "rpc" and m["method"] == "motor.run")
+    await dev.send({"t": "rpc_result", "id": req["id"], "error": {"code": 1400, "message": "no motor"}})
+    with pytest.raises(rtc.RpcError) as err:
+        await asyncio.wait_for(call, 10)
+    assert err.value.code == 1400 and "no motor" in err.value.message
+
+    # the device calls the peer
+    peer.room.local_participant.register_rpc_method("weather", lambda data: f"sunny for {data.caller_identity}")
+    await dev.send({"t": "rpc", "id": "r1", "to": "agent", "method": "weather", "payload": ""})
+    res = await dev.expect(lambda m: m["t"] == "rpc_result" and m["id"] == "r1")
+    assert res["payload"] == "sunny for esp32"
+    await dev.send({"t": "rpc", "id": "r2", "to": "agent", "method": "nope", "timeout_ms": 3000})
+    res = await dev.expect(lambda m: m["t"] == "rpc_result" and m["id"] == "r2")
+    assert res["error"]["code"] == 1400
+
+    # agent state, as LiveKit Agents publish it
+    await peer.room.local_participant.set_attributes({"lk.agent.state": "thinking"})
+    msg = await dev.expect(lambda m: m["t"] == "agent_state")
+    assert msg == {"t": "agent_state", "identity": "agent", "state": "thinking"}
+    msg = await dev.expect(lambda m: m["t"] == "attributes")
+    assert msg["changed"] == {"lk.agent.state": "thinking"}
+
+    # ping, mute, attributes from the device
+    await dev.send({"t": "ping", "id": 7})
+    assert (await dev.expect(lambda m: m["t"] == "pong"))["id"] == 7
+    await dev.send({"t": "attributes", "attributes": {"battery": "87"}})
+    changed, p = await peer.expect("participant_attributes_changed", lambda c, p: p.identity == "esp32")
+    assert p.attributes["battery"] == "87"
+    await dev.send({"t": "mute", "muted": True})
+    await peer.expect("track_muted", lambda p, pub: p.identity == "esp32")
+
+
+async def test_refresh_token_reaches_device(gateway, clients, room_name):
+    dev = await joined_device(clients, gateway, room_name, ttl=600)
+    msg = await dev.expect(lambda m: m["t"] == "token", timeout=10)
+    claims = token_claims(msg["token"])
+    assert claims["sub"] == "esp32" and claims["video"]["room"] == room_name
+    assert msg["token"] != token("esp32", room_name, ttl=600)
+
+
+async def test_link_drop_within_grace_resumes_unseen(server, gateway, clients, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    dev = await joined_device(clients, gateway, room_name)
+    await peer.expect("participant_connected", lambda p: p.identity == "esp32")
+    dev.ws.transport.abort()  # a Wi-Fi drop: no close frame
+    await dev.closed.wait()
+    await asyncio.sleep(5)
+    await peer.room.local_participant.publish_data(b"while you were away", topic="cmd")
+
+    back = DeviceClient(gateway.url, codec="pcm16")
+    back.welcome = dev.welcome
+    await back.open()
+    try:
+        resumed = await back.resume()
+        assert resumed["t"] == "resumed" and [p["identity"] for p in resumed["participants"]] == ["agent"]
+        # what was sent during the drop is delivered after the resume
+        missed = await back.expect(lambda m: m["t"] == "data")
+        assert missed["text"] == "while you were away"
+        assert not peer.saw("participant_disconnected", lambda p: p.identity == "esp32")
+        streaming = asyncio.ensure_future(back.stream(sine(440, 6)))
+        track, _, _ = await peer.expect("track_subscribed", lambda t, pub, p: p.identity == "esp32")
+        frames = await peer.record(track, 2.0)
+        assert tone_frames(frames, 48000, 440) >= 0.9 * 100
+        streaming.cancel()
+    finally:
+        await back.close()
+
+
+async def test_grace_period_ends_in_leave_and_resume_is_refused(server, clients, peers, room_name):
+    async with Gateway(GatewayConfig(livekit_url=server.url, port=0, grace=2.0)) as gw:
+        peer = await peers("agent", server.url, room_name)
+        dev = await joined_device(clients, gw, room_name)
+        assert dev.welcome["grace_s"] == 2
+        await peer.expect("participant_connected", lambda p: p.identity == "esp32")
+        dev.ws.transport.abort()
+        await peer.expect("participant_disconnected", lambda p: p.identity == "esp32", timeout=8)
+        again = await clients(gw.url)
+        again.welcome = dev.welcome
+        msg = await again.resume()
+        assert msg["t"] == "error" and msg["code"] == "unknown_session" and msg["fatal"]
+        await again.closed.wait()
+        assert again.close_code == dp.CLOSE_SESSION
+
+
+async def test_leave_is_immediate(server, gateway, clients, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    dev = await joined_device(clients, gateway, room_name)
+    await peer.expect("participant_connected", lambda p: p.identity == "esp32")
+    await dev.send({"t": "leave", "reason": "powering off"})
+    await peer.expect("participant_disconnected", lambda p: p.identity == "esp32", timeout=3)
+    await dev.closed.wait()
+    assert not gateway.sessions
+
+
+async def test_server_removal_tells_the_device(server, gateway, clients, room_name):
+    from livekit import api
+    dev = await joined_device(clients, gateway, room_name)
+    lk = api.LiveKitAPI(server.http_url, "devkey", "secret")
+    try:
+        await lk.room.remove_participant(api.RoomParticipantIdentity(room=room_name, identity="esp32"))
+    finally:
+        await lk.aclose()
+    msg = await dev.expect(lambda m: m["t"] == "leave", timeout=10)
+    assert "PARTICIPANT_REMOVED" in msg["reason"]
+    await dev.closed.wait()
+    assert dev.close_code == dp.CLOSE_LEFT
+
+
+async def test_bad_token_gets_servers_reason_without_the_token(server, gateway, clients, room_name):
+    from lkdevice.host_tools.tokens import mint_token
+    bad = mint_token("devkey", "not-the-secret", identity="esp32", room=room_name)
+    dev = await clients(gateway.url)
+    msg = await dev.hello(bad)
+    assert msg["t"] == "error" and msg["code"] == "token_rejected" and msg["fatal"]
+    assert "signature" in msg["message"].lower() and bad not in msg["message"]
+    assert bad.split(".")[2] not in msg["message"]
+    await dev.closed.wait()
+    assert dev.close_code == dp.CLOSE_TOKEN
+
+
+@pytest.mark.parametrize("first, code", [
+    ('{"t":"hello","v":9,"token":"x","codec":"pcm16"}', "unsupported_version"),
+    ('{"t":"hello","v":1,"token":"x","codec":"opus"}', "unsupported_codec"),
+    ('{"t":"ping"}', "unexpected"),
+    ('not json', "malformed"),
+    (b"\x01\x00\x00\x01", "unexpected"),
+])
+async def test_bad_first_message_gets_its_error(gateway, clients, first, code):
+    dev = await clients(gateway.url)
+    await dev.send_raw(first)
+    msg = await dev.expect(lambda m: m["t"] == "error")
+    assert msg["code"] == code and msg["fatal"]
+    await dev.closed.wait()
+    assert dev.close_code in (dp.CLOSE_PROTOCOL, dp.CLOSE_TOO_LARGE)
+
+
+async def test_bad_device_does_not_disturb_another(server, gateway, clients, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    good = await joined_device(clients, gateway, room_name, identity="good")
+    bad = await joined_device(clients, gateway, room_name, identity="bad", codec="ulaw")
+    streaming = asyncio.ensure_future(good.stream(sine(440, 12)))
+    track, _, _ = await peer.expect("track_subscribed", lambda t, pub, p: p.identity == "good")
+    recording = asyncio.ensure_future(peer.record(track, 4.0))
+
+    tone = sine(300, 1)
+    # out of order: frame 5 after frame 6
+    bad.encoder.seq = 6
+    await bad.send_pcm(tone[:320])
+    bad.encoder.seq = 5
+    await bad.send_pcm(tone[:320])
+    err = await bad.expect(lambda m: m["t"] == "error")
+    assert (err["code"], err["fatal"], err["seq"]) == ("out_of_order", False, 5)
+    # a frame of the wrong length: non-fatal
+    await bad.send_raw(bytes([1, 1, 0, 9, 0, 0, 0, 0]) + b"\x00" * 100)
+    err = await bad.expect(lambda m: m["t"] == "error" and m["code"] == "bad_frame")
+    assert not err["fatal"] and "328" in err["message"]
+    await asyncio.sleep(1.1)
+    # oversized: fatal, and the socket closes
+    await bad.send_raw(b"\x01\x01" + b"\x00" * 5000)
+    err = await bad.expect(lambda m: m["t"] == "error" and m["code"] == "too_large")
+    assert err["fatal"]
+    await bad.closed.wait()
+    assert bad.close_code == dp.CLOSE_TOO_LARGE
+
+    # a malformed control message from a second bad link
+    bad2 = await joined_device(clients, gateway, room_name, identity="bad2")
+    await bad2.send_raw('{"t":"data","to":"not-a-list"}')
+    err = await bad2.expect(lambda m: m["t"] == "error")
+    assert err["code"] == "malformed" and "'to'" in err["message"]
+    await bad2.closed.wait()
+    assert bad2.close_code == dp.CLOSE_PROTOCOL
+
+    frames = await recording
+    streaming.cancel()
+    assert tone_frames(frames, 48000, 440) >= 0.9 * 200, "the good device's audio suffered"
+
+
+async def test_oversized_text_is_refused_and_data_too_large_for_device_is_reported(
+        server, gateway, clients, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    dev = await joined_device(clients, gateway, room_name)
+    await peer.expect("participant_connected", lambda p: p.identity == "esp32")
+    # a packet bigger than the device said it can take: reported, not sent
+    await peer.room.local_participant.publish_data(b"x" * 6000, topic="big")
+    msg = await dev.expect(lambda m: m["t"] == "dropped")
+    assert msg["what"] == "data" and msg["size"] > 6000
+    await dev.send({"t": "data", "topic": "ok", "text": "still here"})
+    await peer.expect("data_received", lambda pk: pk.topic == "ok")
+    await dev.send_raw(json.dumps({"t": "data", "text": "y" * 20000}))
+    err = await dev.expect(lambda m: m["t"] == "error")
+    assert err["code"] == "too_large" and err["fatal"]
