@@ -197,12 +197,12 @@ def ulaw_encode_into(pcm, out, n):
             out[i] = ((seg << 4) | ((m >> (seg + 1)) & 0x0F)) ^ mask
 
 
-def ulaw_decode_into(src, out, n):
-    """n mu-law bytes from src into n little-endian int16 samples in out."""
+def ulaw_decode_into(src, out, n, off=0):
+    """n mu-law bytes from src[off:] into n little-endian int16 samples in out."""
     table = _ULAW_DECODE
     j = 0
     for i in range(n):
-        v = table[src[i]] & 0xFFFF
+        v = table[src[off + i]] & 0xFFFF
         out[j] = v & 0xFF
         out[j + 1] = v >> 8
         j += 2
@@ -296,19 +296,19 @@ class AdpcmEncoder:
         self.index = index
 
 
-def adpcm_decode_into(src, out, n):
-    """One frame (4-byte header + n // 2 bytes) into n int16 LE samples in out."""
-    valpred = src[0] | (src[1] << 8)
+def adpcm_decode_into(src, out, n, off=0):
+    """One frame (4-byte header + n // 2 bytes, from src[off:]) into n int16 LE samples in out."""
+    valpred = src[off] | (src[off + 1] << 8)
     if valpred & 0x8000:
         valpred -= 0x10000
-    index = src[2]
+    index = src[off + 2]
     if index > 88:
         raise ProtocolError(E_BAD_FRAME, "ADPCM step index %d is out of range 0..88" % index)
     steps = _STEPS
     adjust = _INDEX_ADJUST
     j = 0
     for i in range(n):
-        b = src[4 + (i >> 1)]
+        b = src[off + 4 + (i >> 1)]
         delta = (b >> 4) if (i & 1) else (b & 0x0F)
         step = steps[index]
         vpdiff = step >> 3
@@ -366,14 +366,17 @@ class FrameEncoder:
 
 
 def decode_payload_into(codec, frame, out):
-    """Decode a validated frame's payload into out (640 bytes of PCM16 LE)."""
-    payload = memoryview(frame)[HEADER_BYTES:]
+    """Decode a validated frame's payload into out (640 bytes of PCM16 LE).
+
+    Reads the payload at an offset rather than through memoryview(frame)[8:],
+    which MicroPython would allocate on every frame."""
     if codec == CODEC_PCM16:
-        out[:] = payload
+        for i in range(PCM_FRAME_BYTES):
+            out[i] = frame[HEADER_BYTES + i]
     elif codec == CODEC_ULAW:
-        ulaw_decode_into(payload, out, FRAME_SAMPLES)
+        ulaw_decode_into(frame, out, FRAME_SAMPLES, HEADER_BYTES)
     else:
-        adpcm_decode_into(payload, out, FRAME_SAMPLES)
+        adpcm_decode_into(frame, out, FRAME_SAMPLES, HEADER_BYTES)
 
 
 # --- control messages (JSON text frames) -------------------------------------
