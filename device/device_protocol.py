@@ -348,11 +348,30 @@ class FrameEncoder:
         self._payload = memoryview(self.frame)[HEADER_BYTES:]
         self._adpcm = AdpcmEncoder() if codec == CODEC_ADPCM else None
         self.seq = 0
-        self.timestamp = 0
+        # two 16-bit halves: a u32 past 2**30 would be a heap integer on a 32-bit port
+        self._ts_hi = 0
+        self._ts_lo = 0
+
+    @property
+    def timestamp(self):
+        return (self._ts_hi << 16) | self._ts_lo
+
+    @timestamp.setter
+    def timestamp(self, value):
+        self._ts_hi = (value >> 16) & 0xFFFF
+        self._ts_lo = value & 0xFFFF
 
     def encode(self, pcm):
         """Encode 640 bytes of PCM; returns the frame buffer (reused next call)."""
-        pack_header(self.frame, self.codec, self.seq, self.timestamp)
+        frame = self.frame
+        frame[0] = FRAME_AUDIO
+        frame[1] = self.codec
+        frame[2] = self.seq >> 8
+        frame[3] = self.seq & 0xFF
+        frame[4] = self._ts_hi >> 8
+        frame[5] = self._ts_hi & 0xFF
+        frame[6] = self._ts_lo >> 8
+        frame[7] = self._ts_lo & 0xFF
         codec = self.codec
         if codec == CODEC_PCM16:
             self._payload[:] = pcm
@@ -361,7 +380,11 @@ class FrameEncoder:
         else:
             self._adpcm.encode_into(pcm, self._payload, FRAME_SAMPLES)
         self.seq = (self.seq + 1) & 0xFFFF
-        self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
+        lo = self._ts_lo + FRAME_SAMPLES
+        if lo > 0xFFFF:
+            self._ts_hi = (self._ts_hi + 1) & 0xFFFF
+            lo &= 0xFFFF
+        self._ts_lo = lo
         return self.frame
 
 

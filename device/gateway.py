@@ -209,10 +209,11 @@ class Gateway:
                 if isinstance(frame, bytes):
                     session.on_audio(frame)
                 else:
-                    if len(frame) > dp.MAX_TEXT_FRAME:
-                        raise _fatal(dp.E_TOO_LARGE, f"text frame of {len(frame)} characters exceeds "
+                    data = frame.encode()  # the limit is in bytes, as the device counts them
+                    if len(data) > dp.MAX_TEXT_FRAME:
+                        raise _fatal(dp.E_TOO_LARGE, f"text frame of {len(data)} bytes exceeds "
                                      f"{dp.MAX_TEXT_FRAME}")
-                    await session.on_control(dp.decode_message(frame, dp.DEVICE_MESSAGES))
+                    await session.on_control(dp.decode_message(data, dp.DEVICE_MESSAGES))
             except FrameRejected as exc:
                 if exc.fatal:
                     session.detach(ws)
