@@ -71,6 +71,7 @@ CLOSE_REPLACED = const(4409)
 CLOSE_TOO_LARGE = const(4413)
 CLOSE_UNREACHABLE = const(4502)
 CLOSE_LEFT = const(4000)
+CLOSE_RESTART = const(1012)
 
 
 class ProtocolError(ValueError):

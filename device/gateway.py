@@ -87,11 +87,13 @@ class Gateway:
         return self
 
     async def close(self) -> None:
+        """Stop: each device is told and its link closed with 1012, so it comes back with hello."""
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        await asyncio.gather(*(s.close("gateway shutting down", code=dp.CLOSE_RESTART)
+                               for s in list(self.sessions.values())), return_exceptions=True)
         if self._server is not None:
             self._server.close()
-        await asyncio.gather(*(s.close("gateway shutting down") for s in list(self.sessions.values())),
-                             return_exceptions=True)
-        if self._server is not None:
             await self._server.wait_closed()
 
     async def __aenter__(self) -> "Gateway":

@@ -34,8 +34,8 @@ async def gateway(server):
 async def clients():
     made: list[DeviceClient] = []
 
-    async def make(url: str, codec: str = "pcm16", **kw) -> DeviceClient:
-        c = await DeviceClient(url, codec=codec, **kw).open()
+    async def make(url: str, codec: str = "pcm16", **open_kw) -> DeviceClient:
+        c = await DeviceClient(url, codec=codec).open(**open_kw)
         made.append(c)
         return c
 
@@ -303,3 +303,46 @@ async def test_oversized_text_is_refused_and_data_too_large_for_device_is_report
     await dev.send_raw(json.dumps({"t": "data", "text": "y" * 20000}))
     err = await dev.expect(lambda m: m["t"] == "error")
     assert err["code"] == "too_large" and err["fatal"]
+
+
+async def test_wss_with_the_boards_ca(server, clients, room_name, tmp_path):
+    import ssl
+
+    from lkdevice.gateway import server_ssl_context
+    from lkdevice.host_tools.certs import make_certs
+
+    certs = make_certs(tmp_path / "good")
+    other = make_certs(tmp_path / "other")
+    config = GatewayConfig(livekit_url=server.url, port=0,
+                           ssl_context=server_ssl_context(str(certs.server_cert), str(certs.server_key)))
+    async with Gateway(config) as gw:
+        assert gw.url.startswith("wss://127.0.0.1:")
+        trusting = ssl.create_default_context(cafile=str(certs.ca_cert))
+        dev = await clients(gw.url, ssl=trusting)
+        assert (await dev.hello(token("esp32", room_name)))["t"] == "welcome"
+        stranger = ssl.create_default_context(cafile=str(other.ca_cert))
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await clients(gw.url, ssl=stranger)
+
+
+async def test_gateway_restart_device_joins_again_with_its_refresh_token(server, clients, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    gw = await Gateway(GatewayConfig(livekit_url=server.url, port=0)).start()
+    port = gw.port
+    dev = await joined_device(clients, gw, room_name, ttl=600)
+    newest = (await dev.expect(lambda m: m["t"] == "token"))["token"]
+    await gw.close()
+    msg = await dev.expect(lambda m: m["t"] == "leave")
+    assert "shutting down" in msg["reason"]
+    await dev.closed.wait()
+    assert dev.close_code == dp.CLOSE_RESTART
+    await peer.expect("participant_disconnected", lambda p: p.identity == "esp32")
+
+    async with Gateway(GatewayConfig(livekit_url=server.url, port=port)) as gw2:
+        again = await clients(gw2.url)
+        again.welcome = dev.welcome  # the old session went with the old process
+        msg = await again.resume()
+        assert msg["code"] == "unknown_session"
+        fresh = await clients(gw2.url)
+        assert (await fresh.hello(newest))["t"] == "welcome"
+        await peer.expect("participant_connected", lambda p: p.identity == "esp32")
