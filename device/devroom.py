@@ -49,3 +49,18 @@ async def local_dev_room(args) -> AsyncIterator[tuple[str, str, Stopper]]:
         if agent:
             await agent.disconnect()
         await asyncio.to_thread(server.stop)
+
+
+@contextlib.asynccontextmanager
+async def local_dev_gateway(room: str, identity: str) -> AsyncIterator[tuple[str, str]]:
+    """The embedded default for a simulated device: a local server, an echo agent,
+    and a gateway on a free loopback port. Yields (gateway URL, device token)."""
+    from types import SimpleNamespace
+
+    from .gateway import Gateway, GatewayConfig
+
+    args = SimpleNamespace(url=None, token=None, room=room, identity=identity, no_agent=False)
+    async with local_dev_room(args) as (url, token, _):
+        async with Gateway(GatewayConfig(livekit_url=url, port=0)) as gateway:
+            print(f"gateway serving devices at {gateway.url}", flush=True)
+            yield gateway.url, token
