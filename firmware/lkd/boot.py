@@ -1,0 +1,112 @@
+# Startup: config and board from flash, watchdog, Wi-Fi, audio, session, app.
+
+import asyncio
+import gc
+import machine
+import device_protocol  # compile the large shared module first, on an empty heap
+from lkd import VERSION, board as boards, config as configs
+from lkd.device import Device, log
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+async def _fetch_token(url, ssl_ctx):
+    # token_url: plain HTTP(S) GET; the body is the token, or JSON {"token": ...}
+    from lkd.ws import parse_url
+    secure, host, port, path = parse_url(url.replace("http", "ws", 1))
+    r, w = await asyncio.open_connection(host, port, ssl=ssl_ctx if secure else None,
+                                         server_hostname=host if secure else None)
+    try:
+        w.write(b"GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" % (path.encode(), host.encode()))
+        await w.drain()
+        status = await r.readline()
+        if b" 200 " not in status:
+            raise OSError("token_url answered %s" % status.strip().decode())
+        while (await r.readline()) not in (b"\r\n", b""):
+            pass
+        body = (await r.read(9000)).strip()
+    finally:
+        w.close()
+    if body.startswith(b"{"):
+        import json
+        return json.loads(body)["token"]
+    return body.decode()
+
+
+async def _run(cfg, board, wdt):
+    from lkd.ui import Led, Button
+    from lkd import net
+    led = Led(board["led"])
+    led.show("connecting")
+    ssl_ctx = None
+    if cfg["ca"]:
+        from lkd.ws import ssl_context
+        ssl_ctx = ssl_context(_read(cfg["ca"]))
+    token_fetch = None
+    if cfg["token_url"]:
+        async def token_fetch():
+            return await _fetch_token(cfg["token_url"], ssl_ctx)
+    dev = Device(cfg, board, token_fetch=token_fetch, ssl_ctx=ssl_ctx)
+    # audio buffers before anything fragments the heap
+    from lkd.jitter import JitterBuffer, FrameRing
+    from lkd.audio import Mic, Speaker
+    dev.jb = JitterBuffer()
+    dev.ring = FrameRing()
+    dev.speaker = Speaker(board["speaker"], dev.speaker_pull)
+    dev.speaker.set_volume(cfg["volume"])
+    dev.mic = Mic(board["mic"], dev.ring, dev.frame_ready)
+    dev.mic_gate = cfg["half_duplex"] or board["shared_pins"]
+    button = Button(board["button"]) if cfg["push_to_talk"] and board["button"] else None
+    if cfg["push_to_talk"] and button is None:
+        log("push_to_talk needs a board with a button; ignored")
+    if button:
+        dev.muted = True
+    try:
+        import app  # user code on flash
+        app.setup(dev)
+        log("app loaded")
+    except ImportError as e:
+        if "app" not in str(e):
+            log("app error %r" % e)
+    except Exception as e:
+        log("app error %r" % e)
+    gc.collect()
+    dev.wlan = await net.join(cfg["wifi"]["ssid"], cfg["wifi"].get("password"), wdt.feed)
+    asyncio.create_task(dev.mic.run())
+    asyncio.create_task(dev.speaker.run())
+    asyncio.create_task(dev.run())
+    tick = 0
+    while True:
+        await asyncio.sleep_ms(50)
+        tick += 1
+        if button:
+            dev.set_muted(not button.pressed())
+        if tick % 5 == 0:
+            wdt.feed()
+            if not dev.online:
+                led.show("connecting")
+            elif dev.speaker.active or dev.agent_state == "speaking":
+                led.show("speaking")
+            elif dev.agent_state == "thinking":
+                led.show("thinking")
+            elif dev.agent_state == "listening" and not dev.muted:
+                led.show("listening")
+            else:
+                led.show("idle")
+            led.tick()
+        if tick % 200 == 0:
+            jb = dev.jb
+            log("stats tx=%d rx=%d played=%d late=%d lost=%d underruns=%d target_ms=%d mic_drops=%d heap_free=%d"
+                % (dev.tx_frames, dev.rx_frames, jb.played, jb.late, jb.lost, jb.underruns, jb.target * 20,
+                   dev.ring.overflows, gc.mem_free()))
+
+
+def main():
+    cfg = configs.load("config.json")
+    board = boards.load("board.json")
+    log("boot firmware=%s board=%s chip=%s codec=%s" % (VERSION, board["name"], board["chip"], cfg["codec"]))
+    wdt = machine.WDT(timeout=cfg["wdt_ms"])
+    asyncio.run(_run(cfg, board, wdt))

@@ -1,0 +1,466 @@
+# Device protocol client: session, resume, reconnect, audio streaming, data,
+# RPC and the API that user code (app.py) gets. Spec: docs/device-protocol.md.
+
+import asyncio
+import binascii
+import gc
+import json
+import random
+import time
+from micropython import const
+import device_protocol as dp
+from lkd import VERSION
+from lkd.ws import WebSocket, WsClosed, WsError, OP_TEXT, OP_BINARY
+
+_PING_MS = const(5000)
+_SILENT_MS = const(15000)  # the gateway answers pings; this long without a byte: dead link
+_RX_TEXT = const(4096)  # our hello.max_text
+_BACKOFF_MIN = const(250)
+_BACKOFF_MAX = const(15000)
+
+
+class RpcError(Exception):
+    """Raise from an RPC handler to answer with an error; raised by perform_rpc."""
+
+    def __init__(self, code, message, data=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def log(line):
+    print("[lkd] " + line)
+
+
+def _short(s, n=200):
+    s = s.replace("\n", "\\n")
+    return s if len(s) <= n else s[:n] + "..."
+
+
+class Device:
+    """One device in one room, through the gateway. What app.py's setup(device) gets."""
+
+    def __init__(self, cfg, board, speaker_volume=None, token_fetch=None, ssl_ctx=None):
+        self.cfg = cfg
+        self.board = board
+        self.codec = dp.codec_id(cfg["codec"])
+        self.url = cfg["gateway"]
+        self.token = cfg["token"]
+        self._token_fetch = token_fetch
+        self._ssl = ssl_ctx
+        self.ws = WebSocket(rx_limit=_RX_TEXT, tx_max=dp.MAX_BINARY_FRAME)
+        self.enc = dp.FrameEncoder(self.codec)
+        self.session = None
+        self.key = None
+        self.grace_ms = 0
+        self.dropped_at = 0
+        self.identity = None
+        self.room = None
+        self.participants = {}  # identity -> participant object
+        self.agent_state = None
+        self.online = False
+        self.muted = False
+        self.mic_gate = False  # half duplex: mic closed while the agent talks
+        self.wlan = None
+        self.mic = None
+        self.speaker = None
+        self.jb = None
+        self.ring = None
+        self._frame_ready = asyncio.Event()
+        self._handlers = {}
+        self._rpc = {"lkdevice.info": self._rpc_info, "lkdevice.set_volume": self._rpc_set_volume}
+        self._calls = {}
+        self._call_id = 0
+        self._ping_id = 0
+        self._last_rx = 0
+        self.tx_frames = 0
+        self.rx_frames = 0
+        self.bad_frames = 0
+        self.started = time.ticks_ms()
+
+    # --- the app API
+
+    def on(self, event, handler):
+        """Call handler(*args) on an event: welcome, resumed, joined, left,
+        agent_state, attributes, speakers, data, token, error, leave, online, offline."""
+        self._handlers.setdefault(event, []).append(handler)
+
+    def register_rpc(self, method, handler):
+        """handler(caller_identity, payload) -> str (or a coroutine); raise RpcError to fail."""
+        self._rpc[method] = handler
+
+    def send_data(self, payload, topic=None, to=None, reliable=True):
+        msg = {"t": "data"}
+        if isinstance(payload, str):
+            msg["text"] = payload
+        else:
+            try:
+                msg["text"] = bytes(payload).decode()
+            except UnicodeError:
+                msg["b64"] = binascii.b2a_base64(payload)[:-1].decode()
+        if topic is not None:
+            msg["topic"] = topic
+        if to:
+            msg["to"] = list(to) if not isinstance(to, str) else [to]
+        if not reliable:
+            msg["reliable"] = False
+        return self._send(msg)
+
+    def set_attributes(self, attributes):
+        return self._send({"t": "attributes", "attributes": attributes})
+
+    def set_muted(self, muted):
+        if muted != self.muted:
+            self.muted = muted
+            log("mute muted=%d" % muted)
+            if self.online:
+                self._send({"t": "mute", "muted": muted})
+
+    async def perform_rpc(self, to, method, payload="", timeout_ms=10000):
+        """Call `method` on participant `to`; returns the response payload or raises RpcError."""
+        self._call_id += 1
+        cid = "d%d" % self._call_id
+        ev = asyncio.Event()
+        slot = [ev, None]
+        self._calls[cid] = slot
+        if not self._send({"t": "rpc", "id": cid, "to": to, "method": method, "payload": payload,
+                           "timeout_ms": timeout_ms}):
+            del self._calls[cid]
+            raise RpcError(1503, "device is offline")
+        try:
+            await asyncio.wait_for_ms(ev.wait(), timeout_ms + 2000)
+        except asyncio.TimeoutError:
+            raise RpcError(1502, "response timeout")
+        finally:
+            self._calls.pop(cid, None)
+        res = slot[1]
+        err = res.get("error")
+        if err:
+            raise RpcError(err.get("code", 1500), err.get("message", ""), err.get("data"))
+        return res.get("payload", "")
+
+    # --- internals
+
+    def _emit(self, event, *args):
+        for h in self._handlers.get(event, ()):
+            try:
+                r = h(*args)
+                if r is not None and hasattr(r, "send"):
+                    asyncio.create_task(r)
+            except Exception as e:
+                log("app error in %s handler: %r" % (event, e))
+
+    def _send(self, msg):
+        if not self.online:
+            return False
+        try:
+            self.ws.send_text(json.dumps(msg))
+            return True
+        except (OSError, WsError) as e:
+            log("send failed: %r" % e)
+            return False
+
+    def frame_ready(self):
+        # the mic committed a frame; wake the sender
+        self._frame_ready.set()
+
+    def speaker_pull(self, buf):
+        return self.jb.pop_into(buf)
+
+    def _rpc_info(self, caller, payload):
+        from lkd.net import rssi
+        gc.collect()
+        return json.dumps({"board": self.board["name"], "chip": self.board["chip"], "firmware": VERSION,
+                           "codec": dp.CODEC_NAMES[self.codec], "heap_free": gc.mem_free(),
+                           "heap_alloc": gc.mem_alloc(), "rssi": rssi(self.wlan) if self.wlan else None,
+                           "uptime_s": time.ticks_diff(time.ticks_ms(), self.started) // 1000,
+                           "volume": self.speaker.gain * 100 // 256 if self.speaker else None})
+
+    def _rpc_set_volume(self, caller, payload):
+        v = payload.strip()
+        if v.startswith("{"):
+            v = json.loads(v).get("volume")
+        try:
+            v = int(v)
+        except (TypeError, ValueError):
+            raise RpcError(1500, "volume must be 0..100")
+        v = self.speaker.set_volume(v)
+        log("volume %d" % v)
+        return str(v)
+
+    async def _answer_rpc(self, m):
+        rid = m["id"]
+        method = m["method"]
+        caller = m["from"]
+        log("rpc from=%s method=%s id=%s" % (caller, method, rid))
+        h = self._rpc.get(method)
+        res = {"t": "rpc_result", "id": rid}
+        if h is None:
+            res["error"] = {"code": 1400, "message": "Method not supported at destination"}
+        else:
+            try:
+                r = h(caller, m.get("payload", ""))
+                if r is not None and hasattr(r, "send"):
+                    r = await r
+                res["payload"] = "" if r is None else str(r)
+            except RpcError as e:
+                res["error"] = {"code": e.code, "message": e.message}
+            except Exception as e:
+                res["error"] = {"code": 1500, "message": "Application error in method handler: %r" % e}
+        log("rpc_result id=%s %s" % (rid, "error=%s" % res["error"]["code"] if "error" in res else "ok"))
+        self._send(res)
+
+    def _set_agent_state(self, identity, state):
+        self.agent_state = state
+        log("agent_state agent=%s state=%s" % (identity, state))
+        self._emit("agent_state", identity, state)
+
+    def _participants(self, plist):
+        self.participants = {}
+        for p in plist:
+            self.participants[p.get("identity")] = p
+            if p.get("agent_state"):
+                self._set_agent_state(p.get("identity"), p["agent_state"])
+
+    def _handle(self, m):
+        t = m["t"]
+        if t == "data":
+            if "text" in m:
+                what = "text=" + _short(m["text"])
+                payload = m["text"]
+            else:
+                payload = binascii.a2b_base64(m.get("b64", ""))
+                what = "bytes=%d" % len(payload)
+            log("data from=%s topic=%s %s" % (m.get("from"), m.get("topic"), what))
+            self._emit("data", payload, m.get("from"), m.get("topic"))
+        elif t == "rpc":
+            asyncio.create_task(self._answer_rpc(m))
+        elif t == "rpc_result":
+            log("rpc_result id=%s %s" % (m["id"], "error=%s" % m["error"].get("code") if m.get("error") else "ok"))
+            slot = self._calls.get(m["id"])
+            if slot:
+                slot[1] = m
+                slot[0].set()
+        elif t == "agent_state":
+            self._set_agent_state(m["identity"], m["state"])
+        elif t == "joined":
+            p = m["p"]
+            self.participants[p.get("identity")] = p
+            log("joined identity=%s kind=%s" % (p.get("identity"), p.get("kind")))
+            self._emit("joined", p)
+            if p.get("agent_state"):
+                self._set_agent_state(p.get("identity"), p["agent_state"])
+        elif t == "left":
+            self.participants.pop(m["identity"], None)
+            log("left identity=%s reason=%s" % (m["identity"], m.get("reason")))
+            self._emit("left", m["identity"], m.get("reason"))
+        elif t == "attributes":
+            log("attributes identity=%s changed=%s" % (m["identity"], ",".join(m["changed"])))
+            self._emit("attributes", m["identity"], m["changed"])
+        elif t == "speakers":
+            self._emit("speakers", m["identities"])
+        elif t == "token":
+            self.token = m["token"]  # newest token, for the next hello
+            log("token refreshed")
+            self._emit("token", self.token)
+        elif t == "pong":
+            pass
+        elif t == "dropped":
+            log("dropped what=%s size=%s count=%s" % (m["what"], m.get("size"), m.get("count")))
+        elif t == "error":
+            log("error code=%s fatal=%d message=%s" % (m["code"], m["fatal"], _short(m["message"])))
+            self._emit("error", m["code"], m["message"], m["fatal"])
+            if m["fatal"]:
+                return m["code"]
+        elif t == "leave":
+            log("leave reason=%s" % m["reason"])
+            self.session = None
+            self._emit("leave", m["reason"])
+            return "leave"
+        return None
+
+    def _decode(self, n):
+        """The text message in ws.rx[:n], validated; None for unknown types."""
+        m = json.loads(self.ws.rxmv[:n])
+        t = m.get("t") if isinstance(m, dict) else None
+        if t not in dp.GATEWAY_MESSAGES:
+            return None  # newer gateway: unknown types are ignored
+        dp.validate(m, dp.GATEWAY_MESSAGES)
+        return m
+
+    def _on_audio(self, n):
+        frame = self.ws.rxmv[:n]
+        try:
+            seq = dp.check_frame(frame, self.codec)
+        except dp.ProtocolError:
+            self.bad_frames += 1
+            return
+        slot = self.jb.put(seq, time.ticks_ms())
+        if slot is not None:
+            dp.decode_payload_into(self.codec, frame, slot)
+        self.rx_frames += 1
+
+    async def _connect(self):
+        if not self.token and self._token_fetch:
+            self.token = await self._token_fetch()
+        log("connecting url=%s" % self.url)
+        await self.ws.connect(self.url, self._ssl)
+        self._last_rx = time.ticks_ms()
+        resuming = self.session is not None and \
+            time.ticks_diff(time.ticks_ms(), self.dropped_at) < self.grace_ms - 1000
+        if resuming:
+            first = {"t": "resume", "v": dp.PROTOCOL_VERSION, "session": self.session, "key": self.key,
+                     "codec": dp.CODEC_NAMES[self.codec]}
+        else:
+            self.session = None
+            first = {"t": "hello", "v": dp.PROTOCOL_VERSION, "token": self.token,
+                     "codec": dp.CODEC_NAMES[self.codec], "max_text": _RX_TEXT, "muted": self.muted,
+                     "device": {"board": self.board["name"], "firmware": VERSION}}
+        self.ws.send_text(json.dumps(first))
+        first = None
+        while True:
+            op = await asyncio.wait_for_ms(self.ws.recv(), 20000)
+            if op != OP_TEXT:
+                continue
+            m = self._decode(self.ws.n)
+            if m is None:
+                continue
+            t = m["t"]
+            if t == "welcome":
+                self.session = m["session"]
+                self.key = m["key"]
+                self.grace_ms = m["grace_s"] * 1000
+                self.room = m["room"].get("name")
+                self.identity = m["me"].get("identity")
+                self.jb.reset()
+                log("welcome room=%s identity=%s session=%s grace=%d codec=%s participants=%d"
+                    % (self.room, self.identity, self.session, m["grace_s"], m["codec"], len(m["participants"])))
+                self.online = True
+                self._participants(m["participants"])
+                self._emit("welcome", m)
+                return
+            if t == "resumed":
+                self.jb.reset()
+                log("resumed session=%s participants=%d" % (m["session"], len(m["participants"])))
+                self.online = True
+                self._participants(m["participants"])
+                self._emit("resumed", m)
+                return
+            if t == "error":
+                self._handle(m)
+                raise WsClosed(4000, m["code"])
+            self._handle(m)
+
+    async def _receiver(self):
+        ws = self.ws
+        while True:
+            op = await ws.recv()
+            self._last_rx = time.ticks_ms()
+            if op == OP_BINARY:
+                self._on_audio(ws.n)
+            else:
+                m = self._decode(ws.n)
+                if m is not None:
+                    r = self._handle(m)
+                    if r:
+                        raise WsClosed(4000, r)
+
+    async def _sender(self):
+        ring = self.ring
+        ws = self.ws
+        enc = self.enc
+        ev = self._frame_ready
+        while True:
+            await ev.wait()
+            ev.clear()
+            while True:
+                pcm = ring.readable()
+                if pcm is None:
+                    break
+                gated = self.muted or (self.mic_gate and (self.agent_state == "speaking" or self.speaker.active))
+                if gated and not self.muted:
+                    pcm[:] = self.jb.zero  # half duplex: keep time, send silence
+                if not self.muted:
+                    frame = enc.encode(pcm)
+                    ws.send_binary(frame, len(frame))
+                    self.tx_frames += 1
+                ring.release()
+                await ws.drain()
+
+    async def _session(self):
+        """One connection: returns (or raises) when it ends."""
+        await self._connect()
+        self.ring.clear()
+        self._emit("online")
+        rx = asyncio.create_task(self._receiver())
+        tx = asyncio.create_task(self._sender())
+        err = None
+        try:
+            last_ping = time.ticks_ms()
+            while True:
+                await asyncio.sleep_ms(250)
+                if rx.done() or tx.done():
+                    break
+                now = time.ticks_ms()
+                if time.ticks_diff(now, self._last_rx) > _SILENT_MS:
+                    err = "gateway silent"
+                    break
+                if time.ticks_diff(now, last_ping) >= _PING_MS:
+                    last_ping = now
+                    self._ping_id += 1
+                    self._send({"t": "ping", "id": self._ping_id})
+        finally:
+            self.online = False
+            for task in (rx, tx):
+                if not task.done():
+                    task.cancel()
+            self.ws.abort()
+            self._emit("offline")
+        for task in (rx, tx):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except WsClosed as e:
+                err = "%s %s" % (e.code, e.reason)
+                if e.reason in ("unknown_session", "leave", "token_rejected", "unsupported_codec",
+                                "unsupported_version"):
+                    raise
+            except Exception as e:
+                err = repr(e)
+        return err
+
+    async def run(self):
+        """Connect, stream, and reconnect forever with backoff (resume within the grace period)."""
+        fails = 0
+        while True:
+            welcomed = False
+            reason = None
+            try:
+                reason = await self._session()
+                welcomed = True
+            except WsClosed as e:
+                reason = e.reason or str(e.code)
+                if e.reason == "unknown_session":
+                    log("resume refused; hello")
+                    self.session = None
+                    fails = 0
+                    continue
+                if e.reason == "token_rejected" and self._token_fetch:
+                    self.token = None  # fetch a fresh one
+            except (OSError, WsError, asyncio.TimeoutError, ValueError) as e:
+                reason = repr(e)
+            if welcomed:
+                fails = 0
+            self.online = False
+            self.dropped_at = time.ticks_ms()
+            if self.session:
+                log("link lost; resuming (%s)" % reason)
+            else:
+                log("link lost; reconnecting (%s)" % reason)
+            fails += 1
+            delay = min(_BACKOFF_MAX, _BACKOFF_MIN << min(fails - 1, 6))
+            delay = delay // 2 + random.getrandbits(12) % (delay // 2 + 1)  # jitter: 50..100 %
+            gc.collect()
+            await asyncio.sleep_ms(delay)
