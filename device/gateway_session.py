@@ -16,9 +16,8 @@ import secrets
 import time
 from typing import Any
 
-import numpy as np
-
 from . import device_protocol as dp
+from .codec_fast import FrameCodec
 from .client import LocalAudioTrack, Room, RoomOptions
 from .data import DataMessage
 from .errors import DataTooLarge, LiveKitError, RpcError
@@ -60,8 +59,8 @@ class DeviceSession:
         self.mic: LocalAudioTrack | None = None
         self.guard = UplinkGuard(codec)
         self.outbox = Outbox()
-        self.encoder = dp.FrameEncoder(codec)
-        self._pcm = bytearray(dp.PCM_FRAME_BYTES)
+        self.decoder = FrameCodec(codec)
+        self.encoder = FrameCodec(codec)
         self._ws = None
         self._wake = asyncio.Event()
         self._writer: asyncio.Task | None = None
@@ -198,8 +197,7 @@ class DeviceSession:
         self.guard.check_audio(frame)
         if self.mic is None:
             raise FrameRejected(dp.E_STATE, "audio before the session is joined", fatal=True)
-        dp.decode_payload_into(self.codec, frame, self._pcm)
-        self.mic.track.write_nowait(np.frombuffer(self._pcm, dtype="<i2").copy(), dp.SAMPLE_RATE)
+        self.mic.track.write_nowait(self.decoder.decode(frame), dp.SAMPLE_RATE)
 
     async def on_control(self, msg: dict[str, Any]) -> None:
         self.guard.check_control()
@@ -318,8 +316,7 @@ class DeviceSession:
         async for chunk in stream:
             if self._ws is None:
                 continue
-            frame = self.encoder.encode(chunk.samples.astype("<i2").tobytes())
-            self.outbox.put_audio(bytes(frame))
+            self.outbox.put_audio(self.encoder.encode(chunk.samples))
             self.frames_down += 1
             self._wake.set()
 
@@ -369,6 +366,8 @@ class DeviceSession:
             return
         self.closed.set()
         self.close_reason = reason
+        if self.on_closed:  # no longer resumable, whatever happens below
+            self.on_closed(self)
         if self._grace_task:
             self._grace_task.cancel()
         if self._downlink:
@@ -390,8 +389,6 @@ class DeviceSession:
             await self.room.disconnect()
         except Exception:
             log.exception("leaving the room for device session %s", self.id)
-        if self.on_closed:
-            self.on_closed(self)
 
     async def _drain(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

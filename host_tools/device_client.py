@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from lkdevice import device_protocol as dp
+from lkdevice.codec_fast import FrameCodec
 
 
 class DeviceClient:
@@ -30,8 +31,8 @@ class DeviceClient:
         self.log: list[dict[str, Any]] = []
         self.audio: asyncio.Queue[tuple[int, int, np.ndarray, float]] = asyncio.Queue(maxsize=3000)
         self.welcome: dict[str, Any] | None = None
-        self.encoder = dp.FrameEncoder(self.codec)
-        self._pcm = bytearray(dp.PCM_FRAME_BYTES)
+        self.encoder = FrameCodec(self.codec)
+        self.decoder = FrameCodec(self.codec)
         self._reader: asyncio.Task | None = None
         self.close_code: int | None = None
         self.closed = asyncio.Event()
@@ -67,7 +68,7 @@ class DeviceClient:
         await self.ws.send(data)
 
     def encode(self, pcm: np.ndarray) -> bytes:
-        return bytes(self.encoder.encode(pcm.astype("<i2").tobytes()))
+        return self.encoder.encode(pcm)
 
     async def send_pcm(self, pcm: np.ndarray) -> None:
         await self.ws.send(self.encode(pcm))
@@ -103,11 +104,10 @@ class DeviceClient:
 
     def _on_audio(self, frame: bytes) -> None:
         seq = dp.check_frame(frame, self.codec)
-        dp.decode_payload_into(self.codec, frame, self._pcm)
+        pcm = self.decoder.decode(frame)
         if self.audio.full():
             self.audio.get_nowait()
-        self.audio.put_nowait((seq, dp.frame_timestamp(frame),
-                               np.frombuffer(self._pcm, dtype="<i2").copy(), time.monotonic()))
+        self.audio.put_nowait((seq, dp.frame_timestamp(frame), pcm, time.monotonic()))
 
     async def expect(self, predicate, timeout: float = 10.0) -> dict[str, Any]:
         """The first message (seen before or arriving) matching predicate."""
