@@ -10,7 +10,6 @@ import gc
 import io
 import os
 import time
-import micropython
 
 _getenv = os.getenv
 _STREAM_POLL = 3
@@ -27,33 +26,43 @@ def _now():
 
 
 class _Stats:
+    # Fixed-size records so the measuring does not grow the heap it measures.
     def __init__(self):
+        import array
         self.path = _getenv("LKD_HIL_STATS")
-        self.samples = []  # [t_ms, mem_alloc, live_after_collect or -1]
+        self.live = array.array("i", bytes(4 * 2 * 240))  # (t_ms, live bytes) every 5 s: 20 min
+        self.n = 0
+        self.peak = 0  # highest gc.mem_alloc() seen (includes garbage not yet collected)
+        self.min_free = 1 << 30
         self.counters = {}
         self.last = -10000
         self.last_live = -10000
         self.heap_total = gc.mem_alloc() + gc.mem_free()
 
     def tick(self):
+        a = gc.mem_alloc()
+        if a > self.peak:
+            self.peak = a
+        f = gc.mem_free()
+        if f < self.min_free:
+            self.min_free = f
         now = _now()
-        if now - self.last < 1000:
+        if now - self.last_live < 5000:
             return
-        self.last = now
-        live = -1
-        if now - self.last_live >= 5000:
-            # a collection here is one more automatic GC, not a behaviour change
-            gc.collect()
-            live = gc.mem_alloc()
-            self.last_live = now
-        if len(self.samples) < 2000:
-            self.samples.append((now, gc.mem_alloc(), live))
-        if self.path and live >= 0:
+        self.last_live = now
+        # one more automatic-style collection, to read the live heap
+        gc.collect()
+        if self.n < 240:
+            self.live[2 * self.n] = now
+            self.live[2 * self.n + 1] = gc.mem_alloc()
+            self.n += 1
+        if self.path:
             self.write()
 
     def write(self):
         import json
-        d = {"heap_total": self.heap_total, "mem_peak": micropython.mem_peak(), "samples": self.samples}
+        d = {"heap_total": self.heap_total, "peak_alloc": self.peak, "min_free": self.min_free,
+             "live": [[self.live[2 * i], self.live[2 * i + 1]] for i in range(self.n)]}
         d.update(self.counters)
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
@@ -170,7 +179,7 @@ class I2S(io.IOBase):
         self.t0 = time.ticks_ms()
         self.done = 0  # bytes delivered (RX) or accepted (TX)
         self.f = None
-        self.scratch = bytearray(2048)
+        self.scratch = bytearray(640)
         self.smv = memoryview(self.scratch)
         if mode == I2S.TX:
             path = _getenv("LKD_HIL_SPK")
@@ -313,16 +322,6 @@ class I2S(io.IOBase):
         _count("spk_bytes", n)
         stats.tick()
         return n
-
-    @staticmethod
-    def shift(buf=None, bits=16, shift=0):
-        step = bits // 8
-        for i in range(0, len(buf), step):
-            v = int.from_bytes(buf[i:i + step], "little")
-            if v & (1 << (bits - 1)):
-                v -= 1 << bits
-            v = v << shift if shift >= 0 else v >> -shift
-            buf[i:i + step] = (v & ((1 << bits) - 1)).to_bytes(step, "little")
 
 
 # --- watchdog, reset, ids --------------------------------------------------------

