@@ -31,11 +31,13 @@ class JitterBuffer:
         for i in range(self.slots):
             self.seqs[i] = -1
         self.next = -1  # seq to play next; -1 until the first frame
+        self.ni = 0  # its slot: slots follow seq order from here (65536 need not divide)
         self.newest = -1
         self.playing = False
         self.jitter16 = 0  # jitter estimate in ms, x16
         self.bump = 0  # extra frames after underruns, decays
         self.calm = 0
+        self.high = 0
         self.last_seq = -1
         self.last_ms = 0
         self.target = self.min_frames
@@ -79,13 +81,16 @@ class JitterBuffer:
         if d >= self.slots:
             # far ahead (a long stall or a sender restart): keep the newest
             # frames, drop what can no longer be played in time
-            self.next = (seq - self.target + 1) & 0xFFFF
+            nxt = (seq - self.target + 1) & 0xFFFF
+            self.ni = (self.ni + seq_distance(nxt, self.next)) % self.slots
+            self.next = nxt
+            d = self.target - 1
             for i in range(self.slots):
                 s = self.seqs[i]
                 if s >= 0 and seq_distance(s, self.next) < 0:
                     self.seqs[i] = -1
                     self.trimmed += 1
-        i = seq % self.slots
+        i = (self.ni + d) % self.slots
         if self.seqs[i] == seq:
             return None
         self.seqs[i] = seq
@@ -112,7 +117,7 @@ class JitterBuffer:
             out[:] = self.zero
             return False
         nxt = self.next
-        i = nxt % self.slots
+        i = self.ni
         real = self.seqs[i] == nxt
         if real:
             out[:] = self.slot[i]
@@ -122,6 +127,7 @@ class JitterBuffer:
             out[:] = self.zero  # a gap: conceal with silence
             self.lost += 1
         self.next = (nxt + 1) & 0xFFFF
+        self.ni = (i + 1) % self.slots
         self.calm += 1
         if self.calm >= 500:  # 10 s without underrun: relax
             self.calm = 0
@@ -129,11 +135,17 @@ class JitterBuffer:
                 self.bump -= 1
                 self._retarget()
         if self.depth() > self.target + 3:
-            # a burst left too much queued: skip one frame to cut latency
-            i = self.next % self.slots
+            self.high += 1
+        else:
+            self.high = 0
+        if self.high >= 50:
+            # a whole second queued beyond the target: skip a frame to cut latency
+            self.high = 0
+            i = self.ni
             if self.seqs[i] == self.next:
                 self.seqs[i] = -1
             self.next = (self.next + 1) & 0xFFFF
+            self.ni = (i + 1) % self.slots
             self.trimmed += 1
         return real
 
