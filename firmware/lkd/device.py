@@ -393,8 +393,9 @@ class Device:
         await self._connect()
         self.ring.clear()
         self._emit("online")
-        rx = asyncio.create_task(self._receiver())
-        tx = asyncio.create_task(self._sender())
+        self._task_err = None
+        rx = asyncio.create_task(self._guard(self._receiver()))
+        tx = asyncio.create_task(self._guard(self._sender()))
         err = None
         try:
             last_ping = time.ticks_ms()
@@ -422,14 +423,23 @@ class Device:
                 await task
             except asyncio.CancelledError:
                 pass
-            except WsClosed as e:
-                err = "%s %s" % (e.code, e.reason)
-                if e.reason in ("unknown_session", "leave", "token_rejected", "unsupported_codec",
-                                "unsupported_version"):
-                    raise
-            except Exception as e:
-                err = repr(e)
+        e = self._task_err
+        if isinstance(e, WsClosed):
+            if e.reason in ("unknown_session", "leave", "token_rejected", "unsupported_codec",
+                            "unsupported_version"):
+                raise e
+            err = "%s %s" % (e.code, e.reason)
+        elif e is not None:
+            err = repr(e)
         return err
+
+    async def _guard(self, coro):
+        # keep a task's exception for _session (an unawaited failed task
+        # would make asyncio print "Task exception wasn't retrieved")
+        try:
+            await coro
+        except Exception as e:
+            self._task_err = e
 
     async def run(self):
         """Connect, stream, and reconnect forever with backoff (resume within the grace period)."""

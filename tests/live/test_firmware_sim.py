@@ -1,0 +1,200 @@
+"""The ESP32 firmware, simulated on the MicroPython unix port (hil/), through
+the gateway and a real livekit-server to an official-SDK peer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import numpy as np
+import pytest
+
+from lkdevice.gateway import Gateway, GatewayConfig
+from lkdevice.host_tools.simulator import SimulatedDevice
+
+from ..audio_checks import tone_frames
+from .conftest import token
+from .proxy import TcpRelay
+
+
+def sine(freq: float, seconds: float, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+@pytest.fixture
+async def gateway(server):
+    gw = await Gateway(GatewayConfig(livekit_url=server.url, port=0, grace=15.0)).start()
+    yield gw
+    await gw.close()
+
+
+@pytest.fixture
+async def sims():
+    made: list[SimulatedDevice] = []
+
+    def make(url: str, room: str, identity: str = "esp32", **kw) -> SimulatedDevice:
+        dev = SimulatedDevice(url, token(identity, room, ttl=600), **kw).start()
+        made.append(dev)
+        return dev
+
+    yield make
+    for d in made:
+        code = await asyncio.to_thread(d.stop)
+        errors = d.errors()
+        tail = "\n".join(d.lines()[-40:])
+        d.cleanup()
+        assert code == 0 and not errors, f"firmware ended with {code}: {errors}\n{tail}"
+
+
+def speaker_frames(dev: SimulatedDevice, seconds: float) -> list[np.ndarray]:
+    pcm = dev.speaker_pcm()[-int(seconds * 16000):]
+    return [pcm[i:i + 320] for i in range(0, len(pcm) - 319, 320)]
+
+
+async def mic_reaches_peer(peer, freq: float, seconds: float = 3.0) -> int:
+    track, _, _ = await peer.expect("track_subscribed", lambda t, pub, p: p.identity == "esp32", timeout=20)
+    frames = await peer.record(track, seconds)
+    return tone_frames(frames, 48000, freq)
+
+
+@pytest.mark.parametrize("codec", ["pcm16", "ulaw", "adpcm"])
+async def test_tone_both_ways_per_codec(server, gateway, sims, peers, room_name, codec):
+    peer = await peers("agent", server.url, room_name)
+    dev = sims(gateway.url, room_name, codec=codec, play=sine(440, 60))
+    await dev.wait_line(r"\[lkd\] welcome room=%s identity=esp32 .* codec=%s" % (re.escape(room_name), codec), 20)
+    good = await mic_reaches_peer(peer, 440)
+    assert good >= 0.9 * 150, f"440 Hz in {good} of 150 peer frames ({codec})"
+
+    playing = await peer.publish_tone(1000)
+    try:
+        await dev.wait_line(r"\[lkd\] joined identity=agent|participants=1", 10)
+        await asyncio.sleep(4)
+        frames = speaker_frames(dev, 2.0)
+        good = tone_frames(frames, 16000, 1000, tolerance=10)
+        assert good >= 0.9 * len(frames) and len(frames) >= 99, \
+            f"1 kHz in {good} of {len(frames)} speaker frames ({codec})"
+    finally:
+        playing.cancel()
+
+
+APP = '''
+def setup(device):
+    def on_data(payload, sender, topic):
+        if topic == "cmd":
+            device.send_data("echo:" + payload, topic="reply")
+    device.on("data", on_data)
+
+    def led(caller, payload):
+        return "led " + payload + " for " + caller
+    device.register_rpc("led.set", led)
+
+    async def on_state(identity, state):
+        if state == "thinking":
+            try:
+                r = await device.perform_rpc(identity, "weather", "here", 5000)
+                print("[app] weather " + r)
+            except Exception as e:
+                print("[app] weather error %r" % (e,))
+    device.on("agent_state", on_state)
+'''
+
+
+async def test_data_rpc_and_agent_state_both_ways(server, gateway, sims, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    peer.room.local_participant.register_rpc_method(
+        "weather", lambda data: f"sunny for {data.caller_identity} ({data.payload})")
+    dev = sims(gateway.url, room_name, app_source=APP)
+    await dev.wait_line(r"\[lkd\] app loaded", 10)
+    await dev.wait_line(r"\[lkd\] welcome ", 20)
+    await peer.expect("participant_connected", lambda p: p.identity == "esp32", timeout=10)
+
+    # peer -> device data; the app answers with data of its own
+    await peer.room.local_participant.publish_data(b"hi there", topic="cmd", destination_identities=["esp32"])
+    await dev.wait_line(r"\[lkd\] data from=agent topic=cmd text=hi there$", 10)
+    (packet,) = await peer.expect("data_received", lambda pk: pk.topic == "reply")
+    assert packet.data == b"echo:hi there" and packet.participant.identity == "esp32"
+
+    # peer -> device RPC: an app method, a built-in one, and an unknown one
+    lp = peer.room.local_participant
+    assert await lp.perform_rpc(destination_identity="esp32", method="led.set", payload="on") == "led on for agent"
+    info = json.loads(await lp.perform_rpc(destination_identity="esp32", method="lkdevice.info", payload=""))
+    assert info["board"] == "sim" and info["codec"] == "pcm16" and info["heap_free"] > 0
+    assert await lp.perform_rpc(destination_identity="esp32", method="lkdevice.set_volume", payload="40") == "40"
+    await dev.wait_line(r"\[lkd\] volume 40", 5)
+    from livekit import rtc
+    with pytest.raises(rtc.RpcError) as err:
+        await lp.perform_rpc(destination_identity="esp32", method="nope", payload="")
+    assert err.value.code == 1400
+
+    # the agent's state reaches the device; the app then calls the agent
+    await lp.set_attributes({"lk.agent.state": "thinking"})
+    await dev.wait_line(r"\[lkd\] agent_state agent=agent state=thinking", 10)
+    await dev.wait_line(r"\[app\] weather sunny for esp32 \(here\)", 10)
+    await lp.set_attributes({"lk.agent.state": "speaking"})
+    await dev.wait_line(r"\[lkd\] agent_state agent=agent state=speaking", 10)
+
+
+async def test_link_drop_resumes_unseen_and_audio_flows_again(server, gateway, sims, peers, room_name):
+    relay = await TcpRelay(gateway.port).start()
+    try:
+        peer = await peers("agent", server.url, room_name)
+        dev = sims(f"{relay.url}/v1/device", room_name, play=sine(440, 120))
+        await dev.wait_line(r"\[lkd\] welcome ", 20)
+        assert await mic_reaches_peer(peer, 440, 1.0) >= 40
+        mark = dev.mark()
+        relay.target_port = 1  # nothing listens there: reconnects fail while the link is down
+        relay.cut()
+        await asyncio.sleep(5)
+        relay.target_port = gateway.port
+        await dev.wait_line(r"\[lkd\] link lost; resuming", 5, since=mark)
+        await dev.wait_line(r"\[lkd\] resumed session=", 20, since=mark)
+        assert not peer.saw("participant_disconnected", lambda p: p.identity == "esp32")
+        assert relay.connections >= 2
+        # audio flows again from the device
+        await asyncio.sleep(1)
+        pubs = [p for p in peer.room.remote_participants["esp32"].track_publications.values() if p.track]
+        frames = await peer.record(pubs[0].track, 2.0)
+        assert tone_frames(frames, 48000, 440) >= 0.9 * 100
+        assert not peer.saw("participant_disconnected", lambda p: p.identity == "esp32")
+    finally:
+        await relay.close()
+
+
+async def test_gateway_restart_device_joins_again(server, sims, peers, room_name):
+    gw = await Gateway(GatewayConfig(livekit_url=server.url, port=0)).start()
+    port = gw.port
+    peer = await peers("agent", server.url, room_name)
+    dev = sims(gw.url, room_name)
+    await dev.wait_line(r"\[lkd\] welcome ", 20)
+    await dev.wait_line(r"\[lkd\] token refreshed", 10)
+    mark = dev.mark()
+    await gw.close()
+    await dev.wait_line(r"\[lkd\] leave reason=.*shutting down", 10, since=mark)
+    await asyncio.sleep(2)
+    async with Gateway(GatewayConfig(livekit_url=server.url, port=port)) as gw2:
+        await dev.wait_line(r"\[lkd\] welcome room=%s identity=esp32" % re.escape(room_name), 30, since=mark)
+        await peer.expect("participant_connected", lambda p: p.identity == "esp32", timeout=10)
+        del gw2
+
+
+async def test_sixty_seconds_in_128k_heap_flat(server, gateway, sims, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    dev = sims(gateway.url, room_name, play=sine(440, 120), heap="128K")
+    await dev.wait_line(r"\[lkd\] welcome ", 20)
+    playing = await peer.publish_tone(1000)
+    try:
+        assert await mic_reaches_peer(peer, 440, 2.0) >= 90
+        await asyncio.sleep(58)
+        assert dev.running, dev.lines()[-20:]
+        frames = speaker_frames(dev, 2.0)
+        assert tone_frames(frames, 16000, 1000, tolerance=10) >= 90
+    finally:
+        playing.cancel()
+    st = dev.stats()
+    live = [b for t, b in st["live"] if t >= 15000]  # after warm-up
+    assert len(live) >= 9, st
+    assert st["heap_total"] <= 132 * 1024
+    assert max(live) - min(live) <= 2048, f"live heap not flat after warm-up: {live}"
+    assert not dev.errors()
