@@ -459,8 +459,9 @@ class Device:
                     continue
                 if e.reason == "token_rejected" and self._token_fetch:
                     self.token = None  # fetch a fresh one
-            except (OSError, WsError, asyncio.TimeoutError, ValueError) as e:
+            except Exception as e:  # incl. MemoryError from TLS: never stop trying
                 reason = repr(e)
+                self.ws.abort()
             if welcomed:
                 fails = 0
             self.online = False

@@ -54,6 +54,10 @@ def ssl_context(cadata):
     import ssl
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
+    if cadata.startswith(b"-----BEGIN"):
+        # PEM -> DER: mbedtls would want PEM NUL-terminated; DER is unambiguous
+        body = cadata.split(b"-----")[2]
+        cadata = binascii.a2b_base64(body.replace(b"\n", b"").replace(b"\r", b""))
     ctx.load_verify_locations(cadata=cadata)
     return ctx
 

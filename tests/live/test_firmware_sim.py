@@ -198,3 +198,24 @@ async def test_sixty_seconds_in_128k_heap_flat(server, gateway, sims, peers, roo
     assert st["heap_total"] <= 132 * 1024
     assert max(live) - min(live) <= 2048, f"live heap not flat after warm-up: {live}"
     assert not dev.errors()
+
+
+async def test_wss_with_the_ca_on_flash_and_a_stranger_refused(server, sims, peers, room_name, tmp_path):
+    from lkdevice.gateway import server_ssl_context
+    from lkdevice.host_tools.certs import make_certs
+
+    certs = make_certs(tmp_path / "good")
+    other = make_certs(tmp_path / "other")
+    config = GatewayConfig(livekit_url=server.url, port=0,
+                           ssl_context=server_ssl_context(str(certs.server_cert), str(certs.server_key)))
+    async with Gateway(config) as gw:
+        assert gw.url.startswith("wss://")
+        peer = await peers("agent", server.url, room_name)
+        # TLS on the unix port takes mbedtls' buffers from the MicroPython heap (on an
+        # ESP32 they come from the IDF heap): give it room
+        dev = sims(gw.url, room_name, ca=str(certs.ca_cert), play=sine(440, 30), heap="256K")
+        await dev.wait_line(r"\[lkd\] welcome ", 20)
+        assert await mic_reaches_peer(peer, 440, 1.0) >= 40
+        stranger = sims(gw.url, room_name, identity="stranger", ca=str(other.ca_cert), heap="256K")
+        await stranger.wait_line(r"\[lkd\] link lost; reconnecting \(.*(SSL|TLS|cert|CERT|-9984|Error).*\)", 20)
+        assert not stranger.find(r"\[lkd\] welcome ")
