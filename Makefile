@@ -17,9 +17,13 @@ test: setup  ## unit tests, then live tests in a private network namespace
 unit:
 	$(PY) -m pytest -q tests/unit
 
-bench: setup  ## join time and audio round trip, ours beside the official SDK (JSON)
+bench: setup  ## join time, audio round trip, gateway latency and capacity, firmware codec and heap (JSON)
 	host_tools/isolated.sh $(PY) bench/join_time.py
 	host_tools/isolated.sh $(PY) bench/audio_rtt.py
+	host_tools/isolated.sh $(PY) bench/gateway_latency.py
+	host_tools/isolated.sh $(PY) bench/gateway_capacity.py
+	$(PY) bench/firmware_codec.py
+	host_tools/isolated.sh $(PY) bench/firmware_heap.py
 
 clean:
 	rm -rf demo-echo.wav .pytest_cache build *.egg-info

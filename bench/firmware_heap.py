@@ -17,13 +17,15 @@ in bytes per minute. Audio check: frames the echo peer got from the device,
 and the speaker output's RMS after warm-up.
 
     host_tools/isolated.sh python bench/firmware_heap.py [--heaps 128K,96K] [--seconds 40]
+
+Exits 0 when every session was measured, also when the firmware ran out of
+memory in one (that is reported: exit_code, errors, ran_to_the_end).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -136,7 +138,8 @@ def main() -> int:
             gw = GatewayProcess(server.url).start()
             servers.append(gw)
             result = asyncio.run(asyncio.wait_for(run(args, server.url, gw.url), args.deadline - 15))
-            ok = all("error" not in s and s["exit_code"] == 0 for s in result["sessions"])
+            # a heap size the firmware does not fit is a finding, not a failed bench
+            ok = bool(result["sessions"]) and all("error" not in s for s in result["sessions"])
         except Exception as exc:
             log.exception("firmware_heap failed")
             result = {"benchmark": "firmware_heap", "error": repr(exc)}
