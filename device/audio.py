@@ -25,6 +25,10 @@ OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000
 LIVE_BACKLOG_MS = 40
 # Longest silence AudioStream fills in for a gap in received RTP timestamps (DTX).
 MAX_GAP_FILL_S = 5.0
+# A source-paced track sends a frame as soon as it is complete, up to this far
+# ahead of its clock, and waits this long past the clock for a late one.
+SOURCE_AHEAD_S = 0.06
+SOURCE_SLACK_S = 0.04
 
 
 @dataclass
@@ -57,11 +61,19 @@ class Resampler:
         layout = frame.layout.name
         if frame.sample_rate == self.rate and layout == "mono" and frame.format.name == "s16":
             return frame.to_ndarray().reshape(-1)
+        primed = True
         if self._swr is None or frame.sample_rate != self._in_rate or layout != self._in_layout:
             self._swr = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
             self._in_rate, self._in_layout = frame.sample_rate, layout
+            primed = False
+        want = frame.samples * self.rate // frame.sample_rate
         frame.pts = None  # timestamps are ours to keep, not swresample's
-        return self._pcm_out(self._swr.resample(frame))
+        out = self._pcm_out(self._swr.resample(frame))
+        if not primed and len(out) < want:
+            # swresample holds back its filter delay; without these leading zeros every
+            # later frame would come out short and wait for the next: a frame of latency
+            out = np.concatenate([np.zeros(want - len(out), np.int16), out])
+        return out
 
     def resample(self, samples: np.ndarray, rate: int) -> np.ndarray:
         samples = np.asarray(samples, dtype=np.int16).reshape(-1)
@@ -79,8 +91,12 @@ class MicrophoneTrack:
     pulls from the same buffer, because aiortc ends a track with its sender.
     """
 
-    def __init__(self, *, max_buffer_ms: int = 200):
+    def __init__(self, *, max_buffer_ms: int = 200, paced_by_source: bool = False):
         self._resampler = Resampler(OPUS_RATE)
+        # live sources that arrive in whole frames (the gateway's devices): send on
+        # arrival rather than on our own 20 ms clock, which would add up to a frame
+        self.paced_by_source = paced_by_source
+        self._data = asyncio.Event()
         self._buf = np.zeros(0, dtype=np.int16)
         self._max = OPUS_RATE * max_buffer_ms // 1000
         self._space = asyncio.Event()
@@ -105,6 +121,8 @@ class MicrophoneTrack:
             self.samples_dropped += excess
         if len(self._buf) >= self._max:
             self._space.clear()
+        if len(self._buf) >= OPUS_FRAME:
+            self._data.set()
 
     async def write(self, samples: np.ndarray, sample_rate: int) -> None:
         """For file-like sources: waits while the buffer is full, so playback keeps real time."""
@@ -137,7 +155,7 @@ class MicrophoneTrack:
             self._start = time.monotonic()
         else:
             wait = self._start + self._pts / OPUS_RATE - time.monotonic()
-            if wait > 0:
+            if wait > 0 and not self.paced_by_source:
                 await asyncio.sleep(wait)
             elif wait < -0.2:  # the loop stalled or the link was down: skip ahead, don't burst
                 self._start = time.monotonic() - self._pts / OPUS_RATE
@@ -146,6 +164,8 @@ class MicrophoneTrack:
                 if len(self._buf) > keep:
                     self.samples_dropped += len(self._buf) - keep
                     self._buf = self._buf[-keep:]
+        if self.paced_by_source:
+            await self._await_source()
         if len(self._buf) >= OPUS_FRAME:
             pcm, self._buf = self._buf[:OPUS_FRAME], self._buf[OPUS_FRAME:]
         else:
@@ -162,6 +182,22 @@ class MicrophoneTrack:
         if not self.first_frame_sent.is_set():
             self.first_frame_sent.set()
         return frame
+
+    async def _await_source(self) -> None:
+        """Hold a source-paced frame until it is complete or late, and not too early."""
+        due = self._start + self._pts / OPUS_RATE
+        while len(self._buf) < OPUS_FRAME and not self.stopped:
+            left = due + SOURCE_SLACK_S - time.monotonic()
+            if left <= 0:
+                break
+            self._data.clear()
+            try:
+                await asyncio.wait_for(self._data.wait(), left)
+            except asyncio.TimeoutError:
+                break
+        early = due - SOURCE_AHEAD_S - time.monotonic()
+        if early > 0:
+            await asyncio.sleep(early)
 
     def rtp_track(self) -> "MediaStreamTrack":
         return _RtpAudioTrack(self)

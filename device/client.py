@@ -402,10 +402,16 @@ class Room(EventEmitter):
 
     # -- publishing -------------------------------------------------------------------
     async def publish_audio(self, source: AsyncIterator[AudioChunk] | None = None, *, name: str = "microphone",
-                            source_kind: int = TrackSource.MICROPHONE, timeout: float = 10.0) -> LocalAudioTrack:
-        """Publish an Opus microphone track; feed it from `source` or with `track.write`."""
+                            source_kind: int = TrackSource.MICROPHONE, timeout: float = 10.0,
+                            max_buffer_ms: int = 200, paced_by_source: bool = False) -> LocalAudioTrack:
+        """Publish an Opus microphone track; feed it from `source` or with `track.write`.
+
+        `max_buffer_ms` bounds the audio waiting to be encoded; a live source
+        that arrives in bursts wants it small, as what waits there is latency.
+        `paced_by_source` sends each frame as soon as the source completes it
+        (within 60 ms of the track's clock) instead of on the track's own clock."""
         self._check_open()
-        local = LocalAudioTrack(self, name, MicrophoneTrack(), source_kind)
+        local = LocalAudioTrack(self, name, MicrophoneTrack(max_buffer_ms=max_buffer_ms, paced_by_source=paced_by_source), source_kind)
         self._local_tracks.append(local)
         self._peer.add_sender(local.new_rtp_track())
         await self._peer.negotiate()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DETACHED_CONTROL_LIMIT = 64   # events kept for a device while its link is down
 MAX_DEVICE_RPCS = 8           # calls a device may have in flight
+MIC_BUFFER_MS = 60            # device audio waiting for the Opus encoder
 
 
 def participant_info(p: Participant) -> dict[str, Any]:
@@ -86,7 +87,9 @@ class DeviceSession:
                      "track_subscribed", "track_unsubscribed", "disconnected"):
             self.room.on(name, getattr(self, "_on_" + name))
         self.room.set_rpc_fallback(self._forward_rpc)
-        self.mic = await self.room.publish_audio(name="microphone")
+        # 3 frames: enough for network jitter; more would only hold latency once it builds up
+        self.mic = await self.room.publish_audio(name="microphone", max_buffer_ms=MIC_BUFFER_MS,
+                                                 paced_by_source=True)
         if muted:
             await self.mic.mute()
         self._choose_downlink()
