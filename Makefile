@@ -8,8 +8,8 @@ setup:  ## the package with test deps, and the pinned livekit-server build (cach
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	$(LKDEVICE) server build
 
-demo: setup  ## local server + echo agent + this client: publish a tone, record the echo
-	$(LKDEVICE) join --play tone:440 --record demo-echo.wav --duration 8
+demo: setup  ## local server + echo agent + gateway + the ESP32 firmware simulated: a tone in, the echo out
+	$(LKDEVICE) sim esp32 --play tone:440 --record demo-echo.wav --duration 10
 
 test: setup  ## unit tests, then live tests in a private network namespace
 	host_tools/isolated.sh $(PY) -m pytest -q

@@ -407,6 +407,10 @@ def _run_device(args, gateway: str, token: str) -> int:
         if args.record:
             n = dev.save_recording(args.record)
             print(f"[sim] speaker: {n / RATE:.1f} s recorded to {args.record}", flush=True)
+            from lkdevice.wavfile import dominant_frequency, read_wav
+            pitch = dominant_frequency(*read_wav(args.record)) if n else None
+            if pitch:
+                print(f"[sim] loudest tone in the recording: {pitch:.0f} Hz", flush=True)
         st = dev.stats()
         if args.stats:
             Path(args.stats).write_text(json.dumps(st))
