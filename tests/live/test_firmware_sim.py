@@ -219,3 +219,44 @@ async def test_wss_with_the_ca_on_flash_and_a_stranger_refused(server, sims, pee
         stranger = sims(gw.url, room_name, identity="stranger", ca=str(other.ca_cert), heap="256K")
         await stranger.wait_line(r"\[lkd\] link lost; reconnecting \(.*(SSL|TLS|cert|CERT|-9984|Error).*\)", 20)
         assert not stranger.find(r"\[lkd\] welcome ")
+
+
+async def test_bad_device_gets_its_errors_while_the_esp32_keeps_its_audio(server, gateway, sims, peers, room_name):
+    from lkdevice import device_protocol as dp
+    from lkdevice.host_tools.device_client import DeviceClient
+
+    peer = await peers("agent", server.url, room_name)
+    dev = sims(gateway.url, room_name, codec="adpcm", play=sine(440, 60))
+    await dev.wait_line(r"\[lkd\] welcome ", 20)
+    track, _, _ = await peer.expect("track_subscribed", lambda t, pub, p: p.identity == "esp32", timeout=20)
+    recording = asyncio.ensure_future(peer.record(track, 4.0))
+
+    bad = await DeviceClient(gateway.url, codec="ulaw").open()
+    try:
+        assert (await bad.hello(token("bad", room_name)))["t"] == "welcome"
+        quiet = np.zeros(320, np.int16)
+        bad.encoder.seq = 9
+        await bad.send_pcm(quiet)
+        bad.encoder.seq = 8  # out of order
+        await bad.send_pcm(quiet)
+        err = await bad.expect(lambda m: m["t"] == "error")
+        assert (err["code"], err["fatal"], err["seq"]) == ("out_of_order", False, 8)
+        await bad.send_raw('{"t": "data", "text": ')  # malformed
+        err = await bad.expect(lambda m: m["t"] == "error" and m["code"] == "malformed")
+        assert err["fatal"]
+        await bad.closed.wait()
+        assert bad.close_code == dp.CLOSE_PROTOCOL
+    finally:
+        await bad.close()
+    big = await DeviceClient(gateway.url, codec="pcm16").open()
+    try:
+        assert (await big.hello(token("big", room_name)))["t"] == "welcome"
+        await big.send_raw(b"\x01\x00" + bytes(30000))  # oversized
+        err = await big.expect(lambda m: m["t"] == "error")
+        assert err["code"] == "too_large" and err["fatal"]
+    finally:
+        await big.close()
+
+    frames = await recording
+    assert tone_frames(frames, 48000, 440) >= 0.9 * 200, "the ESP32's audio suffered from the bad devices"
+    assert not dev.errors()
