@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 DEVICE_PATH = "/v1/device"
 # Frames up to this size get a protocol error; websockets itself cuts larger ones.
 SOCKET_MAX_FRAME = 4 * dp.MAX_TEXT_FRAME
+# What may sit in buffers on the way to a device that reads slowly: beyond this
+# the Outbox drops its oldest audio, rather than the kernel keeping seconds of it.
+DEVICE_SNDBUF = 16384
+DEVICE_WRITE_LIMIT = 4096
 
 
 @dataclass
@@ -82,7 +87,8 @@ class Gateway:
     async def start(self) -> "Gateway":
         self._server = await serve(self._serve, self.config.host, self.config.port, ssl=self.config.ssl_context,
                                    max_size=SOCKET_MAX_FRAME, max_queue=32, process_request=self._check_path,
-                                   ping_interval=10, ping_timeout=self.config.idle_timeout, compression=None)
+                                   ping_interval=10, ping_timeout=self.config.idle_timeout, compression=None,
+                                   write_limit=DEVICE_WRITE_LIMIT)
         log.info("gateway listening on %s for LiveKit at %s", self.url, self.config.livekit_url)
         return self
 
@@ -111,6 +117,9 @@ class Gateway:
     # -- one device socket ---------------------------------------------------------
     async def _serve(self, ws: ServerConnection) -> None:
         session: DeviceSession | None = None
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, DEVICE_SNDBUF)
         try:
             session = await self._open(ws)
             await self._receive(ws, session)

@@ -1,9 +1,11 @@
-"""`lkdevice join` as a user runs it: a subprocess against the real server."""
+"""The command line as a user runs it: subprocesses against the real server."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+
+import pytest
 
 from lkdevice.wavfile import read_wav
 from tests.audio_checks import tone_frames
@@ -50,3 +52,49 @@ async def test_join_reports_a_refused_token(server, room_name):
     stdout, _ = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2
     assert "token rejected by server (HTTP 401)" in stdout.decode()
+
+
+async def test_gateway_and_simulated_esp32_as_a_user_runs_them(server, room_name, peers, tmp_path):
+    """`lkdevice gateway` and `lkdevice sim esp32`, each its own process."""
+    import socket
+
+    from lkdevice.wavfile import WavWriter, dominant_frequency
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gateway = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lkdevice.cli", "gateway", "--livekit-url", server.url,
+        "--listen", f"127.0.0.1:{port}", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    sim = None
+    try:
+        first = await asyncio.wait_for(gateway.stdout.readline(), 20)
+        assert f"ws://127.0.0.1:{port}/v1/device" in first.decode()
+        agent = await peers("agent", server.url, room_name)
+        player = await agent.publish_tone(1000)
+        mic = tmp_path / "mic.wav"
+        import numpy as np
+        w = WavWriter(str(mic), 16000)
+        w.write((0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(16000 * 10) / 16000)).astype(np.int16))
+        w.close()
+        out = tmp_path / "speaker.wav"
+        sim = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lkdevice.cli", "sim", "esp32", "--gateway", f"ws://127.0.0.1:{port}/v1/device",
+            "--token", token("esp32", room_name), "--codec", "ulaw", "--play", str(mic), "--record", str(out),
+            "--duration", "8", "--heap", "128K", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        track, _, who = await agent.expect("track_subscribed", timeout=20)
+        assert who.identity == "esp32"
+        frames = await agent.record(track, 2.0)
+        assert tone_frames(frames, 48000, 440) >= 0.9 * 100
+        stdout, _ = await asyncio.wait_for(sim.communicate(), 30)
+        player.cancel()
+    finally:
+        for p in (sim, gateway):
+            if p is not None and p.returncode is None:
+                p.terminate()
+        await asyncio.wait_for(gateway.wait(), 10)
+    text = stdout.decode()
+    assert sim.returncode == 0, text
+    assert f"[lkd] welcome room={room_name} identity=esp32" in text
+    assert "[sim] loudest tone in the recording: 1000 Hz" in text, text
+    assert dominant_frequency(*read_wav(str(out))) == pytest.approx(1000, abs=5)

@@ -346,3 +346,30 @@ async def test_gateway_restart_device_joins_again_with_its_refresh_token(server,
         fresh = await clients(gw2.url)
         assert (await fresh.hello(newest))["t"] == "welcome"
         await peer.expect("participant_connected", lambda p: p.identity == "esp32")
+
+
+async def test_a_device_that_stops_reading_does_not_slow_another(server, gateway, clients, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    playing = await peer.publish_tone(1000)
+    good = await joined_device(clients, gateway, room_name, identity="good")
+    stuck = await joined_device(clients, gateway, room_name, identity="stuck")
+    try:
+        import socket
+        stuck.ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.ws.transport.pause_reading()  # its downlink backs up at the gateway
+        streaming = asyncio.ensure_future(good.stream(sine(440, 10)))
+        track, _, _ = await peer.expect("track_subscribed", lambda t, pub, p: p.identity == "good")
+        frames = await peer.record(track, 4.0)
+        assert tone_frames(frames, 48000, 440) >= 0.9 * 200
+        # the good device kept getting the agent's audio, on time
+        good.drain_audio()
+        heard = await good.record(1.0)
+        assert len(heard) >= 0.8 * 16000
+        assert tone_frames(device_frames_freq(heard), 16000, 1000, tolerance=10) >= 40
+        session = next(s for s in gateway.sessions.values() if s.identity == "stuck")
+        assert len(session.outbox.audio) <= session.outbox.audio_limit
+        assert session.outbox.audio_dropped > 50, "the stuck device's stale audio was not dropped"
+        streaming.cancel()
+    finally:
+        playing.cancel()
+        stuck.ws.transport.resume_reading()
