@@ -13,6 +13,7 @@ except ImportError:  # CPython
         return x
 
 import json
+from array import array
 
 PROTOCOL_VERSION = const(1)
 SAMPLE_RATE = const(16000)
@@ -146,11 +147,12 @@ _ULAW_SEG = bytes([0] + [1] + [2] * 2 + [3] * 4 + [4] * 8 + [5] * 16 + [6] * 32 
 
 
 def _ulaw_decode_table():
-    t = []
-    for u in range(256):
-        u = ~u & 0xFF
+    # array('h'), not a list: 512 bytes instead of 256 object slots (2 KB on 64-bit)
+    t = array("h", bytes(512))
+    for i in range(256):
+        u = ~i & 0xFF
         v = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
-        t.append((0x84 - v) if (u & 0x80) else (v - 0x84))
+        t[i] = (0x84 - v) if (u & 0x80) else (v - 0x84)
     return t
 
 
@@ -212,14 +214,15 @@ def ulaw_decode_into(src, out, n, off=0):
 # --- IMA ADPCM (the DVI/IMA algorithm of audioop.lin2adpcm) ---------------------
 
 _INDEX_ADJUST = (-1, -1, -1, -1, 2, 4, 6, 8, -1, -1, -1, -1, 2, 4, 6, 8)
-_STEPS = (
+# array('H'), not a tuple: 178 bytes instead of 89 object slots (712 bytes on 64-bit)
+_STEPS = array("H", (
     7, 8, 9, 10, 11, 12, 13, 14, 16, 17, 19, 21, 23, 25, 28, 31, 34, 37, 41, 45,
     50, 55, 60, 66, 73, 80, 88, 97, 107, 118, 130, 143, 157, 173, 190, 209, 230,
     253, 279, 307, 337, 371, 408, 449, 494, 544, 598, 658, 724, 796, 876, 963,
     1060, 1166, 1282, 1411, 1552, 1707, 1878, 2066, 2272, 2499, 2749, 3024, 3327,
     3660, 4026, 4428, 4871, 5358, 5894, 6484, 7132, 7845, 8630, 9493, 10442,
     11487, 12635, 13899, 15289, 16818, 18500, 20350, 22385, 24623, 27086, 29794,
-    32767)
+    32767))
 
 
 class AdpcmEncoder:
@@ -339,13 +342,19 @@ def adpcm_decode_into(src, out, n, off=0):
 
 
 class FrameEncoder:
-    """20 ms of 16 kHz PCM16 into a complete binary frame, in a buffer it owns."""
+    """20 ms of 16 kHz PCM16 into a complete binary frame, in a buffer it owns
+    or in `buf` (exactly the frame's size, e.g. a view of a socket's send buffer)."""
 
-    def __init__(self, codec):
+    def __init__(self, codec, buf=None):
         if not 0 <= codec <= 2:
             raise ProtocolError(E_CODEC, "unknown codec id %d" % codec)
         self.codec = codec
-        self.frame = bytearray(HEADER_BYTES + PAYLOAD_BYTES[codec])
+        n = HEADER_BYTES + PAYLOAD_BYTES[codec]
+        if buf is None:
+            buf = bytearray(n)
+        elif len(buf) != n:
+            raise ValueError("a %s frame needs a buffer of %d bytes" % (CODEC_NAMES[codec], n))
+        self.frame = buf
         self._payload = memoryview(self.frame)[HEADER_BYTES:]
         self._adpcm = AdpcmEncoder() if codec == CODEC_ADPCM else None
         self.seq = 0
@@ -406,48 +415,63 @@ def decode_payload_into(codec, frame, out):
 # --- control messages (JSON text frames) -------------------------------------
 
 # Field kinds: s string, i int, b bool, d dict of str->str, l list of str,
-# o object (dict), L list of objects. The third element is the length limit.
+# o object (dict), L list of objects. A schema maps a message type to a flat
+# tuple of fields, four items each: name, kind, length limit, required. (Flat
+# rather than a tuple per field: on a 64-bit MicroPython every small tuple
+# costs 48 bytes of heap.)
 _S, _I, _B, _D, _L, _O, _LO = "s", "i", "b", "d", "l", "o", "L"
 
-# Messages a device sends: type -> ((field, kind, limit, required), ...)
-DEVICE_MESSAGES = {
-    "hello": (("v", _I, 0, True), ("token", _S, MAX_TOKEN, True), ("codec", _S, 8, True),
-              ("max_text", _I, 0, False), ("device", _D, 8, False), ("muted", _B, 0, False)),
-    "resume": (("v", _I, 0, True), ("session", _S, MAX_ID, True), ("key", _S, MAX_ID, True),
-               ("codec", _S, 8, False)),
-    "data": (("topic", _S, MAX_TOPIC, False), ("text", _S, MAX_PAYLOAD, False), ("b64", _S, MAX_PAYLOAD * 4 // 3 + 4, False),
-             ("to", _L, MAX_DESTINATIONS, False), ("reliable", _B, 0, False)),
-    "rpc": (("id", _S, MAX_ID, True), ("to", _S, MAX_IDENTITY, True), ("method", _S, MAX_METHOD, True),
-            ("payload", _S, MAX_PAYLOAD, False), ("timeout_ms", _I, 0, False)),
-    "rpc_result": (("id", _S, MAX_ID, True), ("payload", _S, MAX_PAYLOAD, False), ("error", _O, 0, False)),
-    "mute": (("muted", _B, 0, True),),
-    "attributes": (("attributes", _D, MAX_ATTRIBUTES, True),),
-    "ping": (("id", _I, 0, False),),
-    "leave": (("reason", _S, MAX_REASON, False),),
-}
+
+def _device_messages():
+    # Messages a device sends. Built on first use (module __getattr__): only
+    # the gateway validates them, so the firmware never pays for this table.
+    return {
+        "hello": ("v", _I, 0, True, "token", _S, MAX_TOKEN, True, "codec", _S, 8, True,
+                  "max_text", _I, 0, False, "device", _D, 8, False, "muted", _B, 0, False),
+        "resume": ("v", _I, 0, True, "session", _S, MAX_ID, True, "key", _S, MAX_ID, True,
+                   "codec", _S, 8, False),
+        "data": ("topic", _S, MAX_TOPIC, False, "text", _S, MAX_PAYLOAD, False,
+                 "b64", _S, MAX_PAYLOAD * 4 // 3 + 4, False, "to", _L, MAX_DESTINATIONS, False,
+                 "reliable", _B, 0, False),
+        "rpc": ("id", _S, MAX_ID, True, "to", _S, MAX_IDENTITY, True, "method", _S, MAX_METHOD, True,
+                "payload", _S, MAX_PAYLOAD, False, "timeout_ms", _I, 0, False),
+        "rpc_result": ("id", _S, MAX_ID, True, "payload", _S, MAX_PAYLOAD, False, "error", _O, 0, False),
+        "mute": ("muted", _B, 0, True),
+        "attributes": ("attributes", _D, MAX_ATTRIBUTES, True),
+        "ping": ("id", _I, 0, False),
+        "leave": ("reason", _S, MAX_REASON, False),
+    }
+
+
+def __getattr__(name):
+    if name == "DEVICE_MESSAGES":
+        d = globals()["DEVICE_MESSAGES"] = _device_messages()
+        return d
+    raise AttributeError(name)
+
 
 # Messages the gateway sends.
 GATEWAY_MESSAGES = {
-    "welcome": (("v", _I, 0, True), ("session", _S, MAX_ID, True), ("key", _S, MAX_ID, True),
-                ("grace_s", _I, 0, True), ("codec", _S, 8, True), ("room", _O, 0, True),
-                ("me", _O, 0, True), ("participants", _LO, 0, True)),
-    "resumed": (("session", _S, MAX_ID, True), ("participants", _LO, 0, True)),
-    "joined": (("p", _O, 0, True),),
-    "left": (("identity", _S, MAX_IDENTITY, True), ("reason", _S, MAX_REASON, False)),
-    "attributes": (("identity", _S, MAX_IDENTITY, True), ("changed", _D, MAX_ATTRIBUTES, True)),
-    "agent_state": (("identity", _S, MAX_IDENTITY, True), ("state", _S, 32, True)),
-    "speakers": (("identities", _L, 64, True),),
-    "data": (("from", _S, MAX_IDENTITY, False), ("topic", _S, MAX_TOPIC, False), ("text", _S, MAX_PAYLOAD, False),
-             ("b64", _S, MAX_PAYLOAD * 4 // 3 + 4, False)),
-    "rpc": (("id", _S, MAX_ID, True), ("from", _S, MAX_IDENTITY, True), ("method", _S, MAX_METHOD, True),
-            ("payload", _S, MAX_PAYLOAD, False), ("timeout_ms", _I, 0, False)),
-    "rpc_result": (("id", _S, MAX_ID, True), ("payload", _S, MAX_PAYLOAD, False), ("error", _O, 0, False)),
-    "token": (("token", _S, MAX_TOKEN, True),),
-    "pong": (("id", _I, 0, False),),
-    "dropped": (("what", _S, 32, True), ("size", _I, 0, False), ("count", _I, 0, False)),
-    "error": (("code", _S, 32, True), ("message", _S, MAX_REASON * 2, True), ("fatal", _B, 0, True),
-              ("seq", _I, 0, False), ("id", _S, MAX_ID, False)),
-    "leave": (("reason", _S, MAX_REASON, True),),
+    "welcome": ("v", _I, 0, True, "session", _S, MAX_ID, True, "key", _S, MAX_ID, True,
+                "grace_s", _I, 0, True, "codec", _S, 8, True, "room", _O, 0, True,
+                "me", _O, 0, True, "participants", _LO, 0, True),
+    "resumed": ("session", _S, MAX_ID, True, "participants", _LO, 0, True),
+    "joined": ("p", _O, 0, True),
+    "left": ("identity", _S, MAX_IDENTITY, True, "reason", _S, MAX_REASON, False),
+    "attributes": ("identity", _S, MAX_IDENTITY, True, "changed", _D, MAX_ATTRIBUTES, True),
+    "agent_state": ("identity", _S, MAX_IDENTITY, True, "state", _S, 32, True),
+    "speakers": ("identities", _L, 64, True),
+    "data": ("from", _S, MAX_IDENTITY, False, "topic", _S, MAX_TOPIC, False, "text", _S, MAX_PAYLOAD, False,
+             "b64", _S, MAX_PAYLOAD * 4 // 3 + 4, False),
+    "rpc": ("id", _S, MAX_ID, True, "from", _S, MAX_IDENTITY, True, "method", _S, MAX_METHOD, True,
+            "payload", _S, MAX_PAYLOAD, False, "timeout_ms", _I, 0, False),
+    "rpc_result": ("id", _S, MAX_ID, True, "payload", _S, MAX_PAYLOAD, False, "error", _O, 0, False),
+    "token": ("token", _S, MAX_TOKEN, True),
+    "pong": ("id", _I, 0, False),
+    "dropped": ("what", _S, 32, True, "size", _I, 0, False, "count", _I, 0, False),
+    "error": ("code", _S, 32, True, "message", _S, MAX_REASON * 2, True, "fatal", _B, 0, True,
+              "seq", _I, 0, False, "id", _S, MAX_ID, False),
+    "leave": ("reason", _S, MAX_REASON, True),
 }
 
 
@@ -499,10 +523,11 @@ def validate(msg, schema):
     fields = schema.get(t)
     if fields is None:
         raise ProtocolError(E_MALFORMED, "unknown message type %r" % (t[:32],))
-    for name, kind, limit, required in fields:
+    for i in range(0, len(fields), 4):
+        name = fields[i]
         if name in msg:
-            _check_field(t, name, kind, limit, msg[name])
-        elif required:
+            _check_field(t, name, fields[i + 1], fields[i + 2], msg[name])
+        elif fields[i + 3]:
             raise ProtocolError(E_MALFORMED, "%s: missing field %r" % (t, name))
     return t
 
