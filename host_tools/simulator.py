@@ -68,7 +68,10 @@ def compile_flash(flash: Path, exe: str) -> None:
     for src in sorted(flash.rglob("*.py")):
         if src.name == "main.py":
             continue  # the board runs main.py as source at boot
-        r = subprocess.run([exe, "-march=x64", "-O1", "-o", str(src.with_suffix(".mpy")), str(src)],
+        # -s: the name tracebacks show, relative as on a board's flash (an
+        # absolute temporary path would cost the heap a long qstr per module)
+        r = subprocess.run([exe, "-march=x64", "-O1", "-s", str(src.relative_to(flash)),
+                            "-o", str(src.with_suffix(".mpy")), str(src)],
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise SimulatorError(f"mpy-cross {src.name}: {r.stderr.strip()}")
@@ -210,7 +213,9 @@ class SimulatedDevice:
                 p.unlink()
         env = dict(os.environ)
         env.update({
-            "MICROPYPATH": f"{self.hil}:{self.flash}:.frozen",
+            # relative, as a board's sys.path ("" is the flash, the working directory): module
+            # paths become qstrs on the heap, a long temporary directory in each would inflate it
+            "MICROPYPATH": "../hil::.frozen",
             "LKD_HIL_MIC": str(self.mic_path), "LKD_HIL_SPK": str(self.spk_path),
             "LKD_HIL_PINS": str(self.pins_path), "LKD_HIL_STATS": str(self.stats_path),
         })
