@@ -14,32 +14,18 @@ def _read(path):
         return f.read()
 
 
-async def _fetch_token(url, ssl_ctx):
-    # token_url: plain HTTP(S) GET; the body is the token, or JSON {"token": ...}
-    from lkd.ws import parse_url
-    secure, host, port, path = parse_url(url.replace("http", "ws", 1))
-    r, w = await asyncio.open_connection(host, port, ssl=ssl_ctx if secure else None,
-                                         server_hostname=host if secure else None)
+def _unload(name):
+    # give a module's code back to the heap once it is no longer needed
+    import lkd
+    sys.modules.pop("lkd." + name, None)
     try:
-        w.write(b"GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" % (path.encode(), host.encode()))
-        await w.drain()
-        status = await r.readline()
-        if b" 200 " not in status:
-            raise OSError("token_url answered %s" % status.strip().decode())
-        while (await r.readline()) not in (b"\r\n", b""):
-            pass
-        body = (await r.read(9000)).strip()
-    finally:
-        w.close()
-    if body.startswith(b"{"):
-        import json
-        return json.loads(body)["token"]
-    return body.decode()
+        delattr(lkd, name)
+    except AttributeError:
+        pass
 
 
 async def _run(cfg, board, wdt):
     from lkd.ui import Led, Button
-    from lkd import net
     led = Led(board["led"])
     led.show("connecting")
     ssl_ctx = None
@@ -47,14 +33,17 @@ async def _run(cfg, board, wdt):
         from lkd.ws import ssl_context
         ssl_ctx = ssl_context(_read(cfg["ca"]))
     token_fetch = None
-    if cfg["token_url"]:
+    token_url = cfg["token_url"]
+    if token_url:
         async def token_fetch():
-            return await _fetch_token(cfg["token_url"], ssl_ctx)
+            from lkd.token import fetch  # only boards configured with a token_url load it
+            return await fetch(token_url, ssl_ctx)
     dev = Device(cfg, board, token_fetch=token_fetch, ssl_ctx=ssl_ctx)
     # audio buffers before anything fragments the heap
     from lkd.jitter import JitterBuffer, FrameRing
     from lkd.audio import Mic, Speaker
-    dev.jb = JitterBuffer()
+    dev.jb = JitterBuffer(size=dev.jb_slot_bytes)
+    dev.jb.decode = dev.decode_into
     dev.ring = FrameRing(3)
     dev.speaker = Speaker(board["speaker"], dev.speaker_pull)
     dev.speaker.set_volume(cfg["volume"])
@@ -65,6 +54,9 @@ async def _run(cfg, board, wdt):
         log("push_to_talk needs a board with a button; ignored")
     if button:
         dev.muted = True
+    wifi = cfg["wifi"]
+    # everything is built: the parsed config and board files are not needed any more
+    cfg = board = None
     try:
         import app  # user code on flash
         app.setup(dev)
@@ -75,7 +67,11 @@ async def _run(cfg, board, wdt):
     except Exception as e:
         log("app error %r" % e)
     gc.collect()
-    dev.wlan = await net.join(cfg["wifi"]["ssid"], cfg["wifi"].get("password"), wdt.feed)
+    from lkd import net
+    dev.wlan = await net.join(wifi["ssid"], wifi.get("password"), wdt.feed)
+    net = wifi = None
+    _unload("net")
+    gc.collect()
     asyncio.create_task(dev.mic.run())
     asyncio.create_task(dev.speaker.run())
     asyncio.create_task(dev.run())
@@ -111,14 +107,11 @@ def main():
     board = boards.load("board.json")
     # the loaders are done: give their code back to the heap
     boards = configs = None
-    import lkd
-    for name in ("board", "config"):
-        sys.modules.pop("lkd." + name, None)
-        try:
-            delattr(lkd, name)
-        except AttributeError:
-            pass
+    _unload("board")
+    _unload("config")
     gc.collect()
     log("boot firmware=%s board=%s chip=%s codec=%s" % (VERSION, board["name"], board["chip"], cfg["codec"]))
     wdt = machine.WDT(timeout=cfg["wdt_ms"])
-    asyncio.run(_run(cfg, board, wdt))
+    run = _run(cfg, board, wdt)
+    cfg = board = None  # _run drops them once the device is built
+    asyncio.run(run)

@@ -42,15 +42,23 @@ class Device:
     """One device in one room, through the gateway. What app.py's setup(device) gets."""
 
     def __init__(self, cfg, board, speaker_volume=None, token_fetch=None, ssl_ctx=None):
-        self.cfg = cfg
-        self.board = board
-        self.codec = dp.codec_id(cfg["codec"])
+        # only what the session needs from the config and board files: boot
+        # drops the parsed files once everything is built
+        self.board = {"name": board["name"], "chip": board["chip"]}
+        self.codec = codec = dp.codec_id(cfg["codec"])
         self.url = cfg["gateway"]
         self.token = cfg["token"]
         self._token_fetch = token_fetch
         self._ssl = ssl_ctx
-        self.ws = WebSocket(rx_limit=_RX_TEXT, tx_max=dp.MAX_BINARY_FRAME)
-        self.enc = dp.FrameEncoder(self.codec)
+        payload = dp.PAYLOAD_BYTES[codec]
+        self.frame_bytes = n = dp.HEADER_BYTES + payload
+        self.ws = ws = WebSocket(rx_limit=_RX_TEXT, tx_max=dp.MAX_BINARY_FRAME)
+        # the encoder writes each frame straight into the socket's send buffer
+        self.enc = dp.FrameEncoder(codec, ws.tx_payload(n))
+        # the jitter buffer keeps frames encoded, slots sized for the negotiated codec
+        self.jb_slot_bytes = payload
+        self._rx_frame = ws.rxmv[:n]
+        self._rx_payload = ws.rxmv[dp.HEADER_BYTES:n]
         self.session = None
         self.key = None
         self.grace_ms = 0
@@ -168,12 +176,25 @@ class Device:
     def speaker_pull(self, buf):
         return self.jb.pop_into(buf)
 
+    def decode_into(self, payload, out):
+        # a jitter buffer slot (one frame's payload) into 640 bytes of PCM
+        codec = self.codec
+        if codec == dp.CODEC_PCM16:
+            out[:] = payload
+        elif codec == dp.CODEC_ULAW:
+            dp.ulaw_decode_into(payload, out, dp.FRAME_SAMPLES)
+        else:
+            dp.adpcm_decode_into(payload, out, dp.FRAME_SAMPLES)
+
     def _rpc_info(self, caller, payload):
-        from lkd.net import rssi
         gc.collect()
+        try:
+            rssi = self.wlan.status("rssi")
+        except Exception:
+            rssi = None
         return json.dumps({"board": self.board["name"], "chip": self.board["chip"], "firmware": VERSION,
                            "codec": dp.CODEC_NAMES[self.codec], "heap_free": gc.mem_free(),
-                           "heap_alloc": gc.mem_alloc(), "rssi": rssi(self.wlan) if self.wlan else None,
+                           "heap_alloc": gc.mem_alloc(), "rssi": rssi,
                            "uptime_s": time.ticks_diff(time.ticks_ms(), self.started) // 1000,
                            "volume": self.speaker.gain * 100 // 256 if self.speaker else None})
 
@@ -290,15 +311,21 @@ class Device:
         return m
 
     def _on_audio(self, n):
-        frame = self.ws.rxmv[:n]
+        # views made once: slicing rx here would allocate on every frame
+        frame = self._rx_frame
         try:
+            if n != self.frame_bytes:
+                raise dp.ProtocolError(dp.E_BAD_FRAME, "length")
             seq = dp.check_frame(frame, self.codec)
         except dp.ProtocolError:
             self.bad_frames += 1
             return
+        if self.codec == dp.CODEC_ADPCM and frame[dp.HEADER_BYTES + 2] > 88:
+            self.bad_frames += 1  # ADPCM step index out of range: checked now, decoded when played
+            return
         slot = self.jb.put(seq, time.ticks_ms())
         if slot is not None:
-            dp.decode_payload_into(self.codec, frame, slot)
+            slot[:] = self._rx_payload  # kept encoded until it is played
         self.rx_frames += 1
 
     async def _connect(self):
@@ -370,6 +397,7 @@ class Device:
         ring = self.ring
         ws = self.ws
         enc = self.enc
+        n = self.frame_bytes
         ev = self._frame_ready
         while True:
             await ev.wait()
@@ -382,8 +410,8 @@ class Device:
                 if gated and not self.muted:
                     pcm[:] = self.jb.zero  # half duplex: keep time, send silence
                 if not self.muted:
-                    frame = enc.encode(pcm)
-                    ws.send_binary(frame, len(frame))
+                    enc.encode(pcm)  # into the socket's send buffer
+                    ws.send_tx(n)
                     self.tx_frames += 1
                 ring.release()
                 await ws.drain()

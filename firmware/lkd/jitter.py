@@ -1,6 +1,8 @@
 # Adaptive jitter buffer for received audio. Preallocated slots indexed by
 # seq; the target depth follows the observed arrival jitter (RFC 3550 style
 # estimate) within bounds. Underruns and gaps play silence, never stale audio.
+# Slots may hold frames still encoded (size: the codec's payload), decoded by
+# `decode(slot, out)` when played; by default they hold PCM and are copied.
 
 from micropython import const
 from device_protocol import seq_distance, PCM_FRAME_BYTES
@@ -9,11 +11,12 @@ _FRAME_MS = const(20)
 
 
 class JitterBuffer:
-    def __init__(self, slots=12, min_ms=40, max_ms=200):
+    def __init__(self, slots=12, min_ms=40, max_ms=200, size=PCM_FRAME_BYTES):
         self.slots = slots
-        self.buf = bytearray(slots * PCM_FRAME_BYTES)
+        self.buf = bytearray(slots * size)
         mv = memoryview(self.buf)
-        self.slot = [mv[i * PCM_FRAME_BYTES:(i + 1) * PCM_FRAME_BYTES] for i in range(slots)]
+        self.slot = [mv[i * size:(i + 1) * size] for i in range(slots)]
+        self.decode = None  # decode(slot, out): slot -> 640 bytes of PCM
         self.seqs = [-1] * slots
         self.min_frames = max(1, min_ms // _FRAME_MS)
         self.max_frames = min(slots - 2, max_ms // _FRAME_MS)
@@ -53,7 +56,7 @@ class JitterBuffer:
         self.target = max(self.min_frames, min(self.max_frames, t))
 
     def put(self, seq, now_ms):
-        """Slot (memoryview of 640 bytes) to decode frame `seq` into, or None
+        """Slot (memoryview of `size` bytes) to store frame `seq` in, or None
         when the frame is late or a duplicate. Call at arrival time."""
         if self.last_seq >= 0:
             d = seq_distance(seq, self.last_seq)
@@ -120,7 +123,10 @@ class JitterBuffer:
         i = self.ni
         real = self.seqs[i] == nxt
         if real:
-            out[:] = self.slot[i]
+            if self.decode is None:
+                out[:] = self.slot[i]
+            else:
+                self.decode(self.slot[i], out)
             self.seqs[i] = -1
             self.played += 1
         else:

@@ -98,10 +98,15 @@ class WebSocket:
         self.n = 0  # bytes of the last message in rx
         self._hdr = bytearray(8)
         self._hmv = memoryview(self._hdr)
+        self._h2 = self._hmv[:2]
+        self._vn = -1  # rxmv[:_vn], kept: audio messages all have one length
+        self._v = None
         # 8 bytes of header room, payload, and word slack for the masking loop
         self.tx = bytearray(8 + ((tx_max + 3) & ~3))
         self._txmv = memoryview(self.tx)
         self._txpay = self._txmv[8:]
+        self._txn = -1  # the frame view of send_tx, kept for its length
+        self._txv = None
         self._ctl = bytearray(8 + 128)
         self._ctlmv = memoryview(self._ctl)
         self.reader = None
@@ -154,9 +159,21 @@ class WebSocket:
     def send_binary(self, data, n):
         """Send data[0:n] as one binary frame (n <= tx_max)."""
         self._txpay[0:n] = data
+        self.send_tx(n)
+
+    def tx_payload(self, n):
+        """The send buffer's first n payload bytes, to fill in place for send_tx(n)."""
+        return self._txmv[8:8 + n]
+
+    def send_tx(self, n):
+        """Send the send buffer's first n payload bytes as one binary frame (and
+        mask them: the caller writes them anew for the next frame)."""
         s = _header(self.tx, OP_BINARY, n)
         mask(self.tx, n)
-        self.writer.write(self._txmv[s:8 + n])
+        if n != self._txn:
+            self._txn = n
+            self._txv = self._txmv[s:8 + n]
+        self.writer.write(self._txv)
 
     def send_text(self, text):
         b = text.encode() if isinstance(text, str) else text
@@ -183,10 +200,11 @@ class WebSocket:
     # --- receiving
 
     async def _read(self, mv, n):
+        # mv is n bytes long: sliced (allocated) only after a partial read
         got = 0
         r = self.reader
         while got < n:
-            k = await r.readinto(mv[got:n])
+            k = await r.readinto(mv if got == 0 else mv[got:n])
             if k is None:  # TLS record not complete yet
                 continue
             if k == 0:
@@ -201,7 +219,7 @@ class WebSocket:
         op = 0
         n = 0
         while True:
-            await self._read(hmv, 2)
+            await self._read(self._h2, 2)
             b0 = h[0]
             b1 = h[1]
             fin = b0 & 0x80
@@ -210,7 +228,7 @@ class WebSocket:
                 raise WsError("masked frame from the server (RFC 6455 5.1)")
             ln = b1 & 0x7F
             if ln == 126:
-                await self._read(hmv, 2)
+                await self._read(self._h2, 2)
                 ln = (h[0] << 8) | h[1]
             elif ln == 127:
                 await self._read(hmv, 8)
@@ -221,7 +239,7 @@ class WebSocket:
                 if ln > 125 or not fin:
                     raise WsError("bad control frame")
                 cmv = self._ctlmv[8:]
-                await self._read(cmv, ln)
+                await self._read(cmv[:ln], ln)
                 if opcode == OP_PING:
                     self._send_ctl(OP_PONG, cmv, ln)
                 elif opcode == OP_CLOSE:
@@ -247,7 +265,13 @@ class WebSocket:
                 # Refuse rather than allocate: 1009 = message too big.
                 self.close(1009)
                 raise WsError("message of %d+ bytes exceeds the %d-byte receive limit" % (n + ln, self.rx_limit))
-            await self._read(self.rxmv[n:], ln)
+            if n == 0:
+                if ln != self._vn:
+                    self._vn = ln
+                    self._v = self.rxmv[:ln]
+                await self._read(self._v, ln)
+            else:
+                await self._read(self.rxmv[n:n + ln], ln)
             n += ln
             if fin:
                 self.n = n
