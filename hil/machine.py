@@ -17,6 +17,7 @@ _STREAM_CLOSE = 4
 _STREAM_GET_FILENO = 10
 _POLLIN = 1
 _POLLOUT = 4
+_SCRATCH = 128
 
 _t0 = time.ticks_ms()
 
@@ -60,13 +61,17 @@ class _Stats:
             self.write()
 
     def write(self):
-        import json
-        d = {"heap_total": self.heap_total, "peak_alloc": self.peak, "min_free": self.min_free,
-             "live": [[self.live[2 * i], self.live[2 * i + 1]] for i in range(self.n)]}
-        d.update(self.counters)
+        # streamed: building the whole document first would be a transient heap
+        # peak of the simulation's own, growing with the samples
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(d, f)
+            f.write('{"heap_total": %d, "peak_alloc": %d, "min_free": %d' % (self.heap_total, self.peak, self.min_free))
+            for k in self.counters:
+                f.write(', "%s": %d' % (k, self.counters[k]))
+            f.write(', "live": [')
+            for i in range(self.n):
+                f.write('%s[%d, %d]' % (", " if i else "", self.live[2 * i], self.live[2 * i + 1]))
+            f.write("]}")
         os.rename(tmp, self.path)
 
 
@@ -179,7 +184,8 @@ class I2S(io.IOBase):
         self.t0 = time.ticks_ms()
         self.done = 0  # bytes delivered (RX) or accepted (TX)
         self.f = None
-        self.scratch = bytearray(640)
+        # small: the simulation shares the heap it measures (a board's DMA buffers are outside it)
+        self.scratch = bytearray(_SCRATCH)
         self.smv = memoryview(self.scratch)
         if mode == I2S.TX:
             path = _getenv("LKD_HIL_SPK")
@@ -245,6 +251,15 @@ class I2S(io.IOBase):
         # source file is 16-bit mono; widen to the I2S slot format
         mv = memoryview(buf)
         fb = self.frame_bytes
+        if fb == 2:  # 16-bit mono: straight from the file
+            got = 0
+            if not self.eof:
+                got = self.f.readinto(mv[:n]) or 0
+                if got < n:
+                    self.eof = True
+            for i in range(got, n):
+                buf[i] = 0
+            return
         off = 0
         while off < n:
             samples = min((n - off) // fb, len(self.scratch) // 2)
