@@ -260,3 +260,38 @@ async def test_bad_device_gets_its_errors_while_the_esp32_keeps_its_audio(server
     frames = await recording
     assert tone_frames(frames, 48000, 440) >= 0.9 * 200, "the ESP32's audio suffered from the bad devices"
     assert not dev.errors()
+
+
+async def test_push_to_talk_button_gates_the_microphone(server, gateway, sims, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    dev = sims(gateway.url, room_name, play=sine(440, 60), push_to_talk=True)
+    await dev.wait_line(r"\[lkd\] welcome ", 20)
+    track, pub, _ = await peer.expect("track_subscribed", lambda t, pub, p: p.identity == "esp32", timeout=20)
+    assert pub.muted, "the microphone should start muted until the button is held"
+    dev.press()
+    await dev.wait_line(r"\[lkd\] mute muted=0", 5)
+    await peer.expect("track_unmuted", lambda p, pub: p.identity == "esp32")
+    frames = await peer.record(track, 2.0)
+    assert tone_frames(frames, 48000, 440) >= 0.9 * 100
+    dev.release()
+    await dev.wait_line(r"\[lkd\] mute muted=1", 5)
+    await peer.expect("track_muted", lambda p, pub: p.identity == "esp32")
+
+
+async def test_half_duplex_closes_the_microphone_while_the_agent_speaks(server, gateway, sims, peers, room_name):
+    peer = await peers("agent", server.url, room_name)
+    dev = sims(gateway.url, room_name, play=sine(440, 60), half_duplex=True)
+    await dev.wait_line(r"\[lkd\] welcome ", 20)
+    track, _, _ = await peer.expect("track_subscribed", lambda t, pub, p: p.identity == "esp32", timeout=20)
+    await peer.room.local_participant.set_attributes({"lk.agent.state": "listening"})
+    await dev.wait_line(r"\[lkd\] agent_state agent=agent state=listening", 5)
+    assert tone_frames(await peer.record(track, 1.5), 48000, 440) >= 0.9 * 75
+    await peer.room.local_participant.set_attributes({"lk.agent.state": "speaking"})
+    await dev.wait_line(r"\[lkd\] agent_state agent=agent state=speaking", 5)
+    await asyncio.sleep(0.5)
+    heard = await peer.record(track, 1.5, wait_audible=1.5)
+    assert tone_frames(heard, 48000, 440) <= 5, "the mic stayed open while the agent spoke"
+    mark = dev.mark()
+    await peer.room.local_participant.set_attributes({"lk.agent.state": "listening"})
+    await dev.wait_line(r"\[lkd\] agent_state agent=agent state=listening", 5, since=mark)
+    assert tone_frames(await peer.record(track, 1.5), 48000, 440) >= 0.9 * 75
