@@ -98,7 +98,8 @@ class _PinControl:
             if now - self.checked >= 50:
                 self.checked = now
                 try:
-                    m = os.stat(self.path)[8]
+                    st = os.stat(self.path)
+                    m = (st[1], st[6], st[8])  # inode too: mtime has whole seconds only
                     if m != self.mtime:
                         import json
                         with open(self.path) as f:
