@@ -1,4 +1,11 @@
-# Simulated `neopixel`: keeps the colours; `last` is what the LED shows.
+# Simulated `neopixel`: keeps the colours; `last` is what the LED shows. With
+# LKD_HIL_LED set, each change of the first pixel is appended there as
+# "<ms> <r> <g> <b>", so a test can see the LED as a person would.
+
+import os
+import time
+
+_t0 = time.ticks_ms()
 
 
 class NeoPixel:
@@ -11,6 +18,8 @@ class NeoPixel:
         self.buf = [(0, 0, 0)] * n
         self.last = None
         self.writes = 0
+        path = os.getenv("LKD_HIL_LED")
+        self._log = open(path, "a") if path else None
 
     def __len__(self):
         return self.n
@@ -26,5 +35,9 @@ class NeoPixel:
             self.buf[i] = v
 
     def write(self):
-        self.last = self.buf[0]
+        rgb = self.buf[0]
+        if rgb != self.last and self._log is not None:
+            self._log.write("%d %d %d %d\n" % (time.ticks_diff(time.ticks_ms(), _t0), rgb[0], rgb[1], rgb[2]))
+            self._log.flush()
+        self.last = rgb
         self.writes += 1

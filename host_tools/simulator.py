@@ -147,6 +147,7 @@ class SimulatedDevice:
         self.spk_path = self.dir / "speaker.raw"
         self.pins_path = self.dir / "pins.json"
         self.stats_path = self.dir / "stats.json"
+        self.led_path = self.dir / "led.log"
         self.proc: subprocess.Popen | None = None
         self._lines: list[str] = []
         self._lock = threading.Lock()
@@ -208,7 +209,7 @@ class SimulatedDevice:
         self._make_flash()
         self._make_mic()
         self.pins_path.write_text("{}")
-        for p in (self.spk_path, self.stats_path):
+        for p in (self.spk_path, self.stats_path, self.led_path):
             if p.exists():
                 p.unlink()
         env = dict(os.environ)
@@ -218,6 +219,7 @@ class SimulatedDevice:
             "MICROPYPATH": "../hil::.frozen",
             "LKD_HIL_MIC": str(self.mic_path), "LKD_HIL_SPK": str(self.spk_path),
             "LKD_HIL_PINS": str(self.pins_path), "LKD_HIL_STATS": str(self.stats_path),
+            "LKD_HIL_LED": str(self.led_path),
         })
         self.proc = subprocess.Popen([self.exe, "-X", f"heapsize={self.heap}", "main.py"], cwd=self.flash, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -333,6 +335,17 @@ class SimulatedDevice:
         if self.proc is not None and not self.stopped_by_us and self.proc.returncode not in (None, 0):
             return 1
         return 0
+
+    def led_colors(self) -> list[tuple[int, tuple[int, int, int]]]:
+        """Every colour the board's LED took: (ms since boot, (r, g, b))."""
+        if not self.led_path.exists():
+            return []
+        out = []
+        for line in self.led_path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4:
+                out.append((int(parts[0]), (int(parts[1]), int(parts[2]), int(parts[3]))))
+        return out
 
     def speaker_pcm(self) -> np.ndarray:
         if not self.spk_path.exists():

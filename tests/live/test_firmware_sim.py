@@ -295,3 +295,23 @@ async def test_half_duplex_closes_the_microphone_while_the_agent_speaks(server, 
     await peer.room.local_participant.set_attributes({"lk.agent.state": "listening"})
     await dev.wait_line(r"\[lkd\] agent_state agent=agent state=listening", 5, since=mark)
     assert tone_frames(await peer.record(track, 1.5), 48000, 440) >= 0.9 * 75
+
+
+async def test_led_shows_the_agent_state(server, gateway, sims, peers, room_name):
+    listening, thinking, speaking = (0, 32, 0), (0, 0, 32), (24, 0, 24)  # firmware/lkd/ui.py's colours
+    peer = await peers("agent", server.url, room_name)
+    dev = sims(gateway.url, room_name)
+    await dev.wait_line(r"\[lkd\] welcome ", 20)
+
+    async def led_turns(rgb, timeout=3.0):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if rgb in [c for _, c in dev.led_colors()[-2:]]:  # blinking states alternate with dark
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"LED never showed {rgb}; last colours {dev.led_colors()[-5:]}")
+
+    for state, rgb in (("listening", listening), ("thinking", thinking), ("speaking", speaking),
+                       ("listening", listening)):
+        await peer.room.local_participant.set_attributes({"lk.agent.state": state})
+        await led_turns(rgb)
