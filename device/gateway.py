@@ -208,6 +208,18 @@ class Gateway:
         return session
 
     async def _receive(self, ws: ServerConnection, session: DeviceSession) -> None:
+        try:
+            await self._receive_frames(ws, session)
+        finally:
+            if session.closed.is_set():
+                # the session closes the socket itself, after its leave message; returning
+                # from this handler first would close it under the leave with a plain 1000
+                try:
+                    await asyncio.wait_for(ws.wait_closed(), 3.0)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _receive_frames(self, ws: ServerConnection, session: DeviceSession) -> None:
         while not session.closed.is_set():
             try:
                 frame = await asyncio.wait_for(ws.recv(), self.config.idle_timeout)

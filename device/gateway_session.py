@@ -13,7 +13,6 @@ import base64
 import json
 import logging
 import secrets
-import time
 from typing import Any
 
 from . import device_protocol as dp
@@ -23,7 +22,7 @@ from .data import DataMessage
 from .errors import DataTooLarge, LiveKitError, RpcError
 from .gateway_link import FrameRejected, Outbox, UplinkGuard
 from .rpc import RpcInvocation
-from .state import AGENT_STATE_ATTRIBUTE, Participant
+from .state import Participant
 
 log = logging.getLogger(__name__)
 
@@ -379,21 +378,19 @@ class DeviceSession:
             if not fut.done():
                 fut.set_exception(RpcError(RpcError.RECIPIENT_DISCONNECTED, "device left"))
         ws = self._ws
-        if ws is not None and notify:
-            self.outbox.clear_audio()
-            self.send({"t": "leave", "reason": reason[:dp.MAX_REASON]})
-            await self._drain(1.0)
+        self._ws = None
         if self._writer:
             self._writer.cancel()
-        self._ws = None
+            self._writer = None
         if ws is not None:
+            if notify:  # the leave goes ahead of anything still queued
+                try:
+                    await asyncio.wait_for(ws.send(json.dumps({"t": "leave", "reason": reason[:dp.MAX_REASON]})), 1.0)
+                except Exception:
+                    pass
             await ws.close(code if notify else dp.CLOSE_NORMAL, reason[:120])
         try:
             await self.room.disconnect()
         except Exception:
             log.exception("leaving the room for device session %s", self.id)
 
-    async def _drain(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.outbox.control and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)

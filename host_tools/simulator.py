@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import queue
 import re
 import shutil
 import signal

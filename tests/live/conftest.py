@@ -50,6 +50,21 @@ def room_name(request) -> str:
     return f"{request.node.name[:40]}-{uuid.uuid4().hex[:6]}"
 
 
+def sine(freq: float, seconds: float, rate: int = 16000, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+@pytest.fixture
+async def gateway(server):
+    """A gateway in this process for the session's server, on a free port."""
+    from lkdevice.gateway import Gateway, GatewayConfig
+
+    gw = await Gateway(GatewayConfig(livekit_url=server.url, port=0, grace=15.0)).start()
+    yield gw
+    await gw.close()
+
+
 def token(identity: str, room: str, **kwargs) -> str:
     return mint_token(DEV_API_KEY, DEV_API_SECRET, identity=identity, room=room, **kwargs)
 

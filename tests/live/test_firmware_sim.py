@@ -14,20 +14,8 @@ from lkdevice.gateway import Gateway, GatewayConfig
 from lkdevice.host_tools.simulator import SimulatedDevice
 
 from ..audio_checks import tone_frames
-from .conftest import token
+from .conftest import sine, token
 from .proxy import TcpRelay
-
-
-def sine(freq: float, seconds: float, rate: int = 16000) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-
-
-@pytest.fixture
-async def gateway(server):
-    gw = await Gateway(GatewayConfig(livekit_url=server.url, port=0, grace=15.0)).start()
-    yield gw
-    await gw.close()
 
 
 @pytest.fixture

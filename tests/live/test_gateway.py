@@ -15,19 +15,7 @@ from lkdevice.gateway import Gateway, GatewayConfig
 from lkdevice.host_tools.device_client import DeviceClient
 
 from ..audio_checks import frame_frequency, tone_frames
-from .conftest import token
-
-
-def sine(freq: float, seconds: float, rate: int = 16000, amplitude: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-
-
-@pytest.fixture
-async def gateway(server):
-    gw = await Gateway(GatewayConfig(livekit_url=server.url, port=0, grace=15.0)).start()
-    yield gw
-    await gw.close()
+from .conftest import sine, token
 
 
 @pytest.fixture
