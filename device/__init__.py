@@ -1,12 +1,12 @@
 """lkdevice: the device side of LiveKit voice and vision agents."""
 
-from .audio import AudioChunk, AudioStream, MicrophoneTrack, tone
-from .client import LocalAudioTrack, Room, RoomOptions, connect
-from .data import DataMessage
-from .errors import (ConnectError, DataTooLarge, Disconnected, LiveKitError, ProtocolError, RpcError,
+from .rtc.audio import AudioChunk, AudioStream, MicrophoneTrack, tone
+from .rtc.room import LocalAudioTrack, Room, RoomOptions, connect
+from .rtc.data import DataMessage
+from .rtc.errors import (ConnectError, DataTooLarge, Disconnected, LiveKitError, ProtocolError, RpcError,
                      ServerUnreachable, TokenRejected)
-from .rpc import RpcInvocation
-from .state import AGENT_STATE_ATTRIBUTE, Participant, TrackPublication
+from .rtc.rpc import RpcInvocation
+from .rtc.state import AGENT_STATE_ATTRIBUTE, Participant, TrackPublication
 
 __version__ = "0.1.0"
 

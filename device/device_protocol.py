@@ -1,8 +1,10 @@
 # The lkdevice device protocol, version 1: frame headers, audio codecs and
 # control messages. Spec: docs/device-protocol.md.
 #
-# One module, run unchanged by the gateway (CPython) and the firmware
-# (MicroPython): no typing, no f-strings with `=`, no dataclasses. The audio
+# The one module the firmware shares with the CPython package: it is copied to
+# the board's flash as device_protocol.py and imported as lkdevice.device_protocol
+# by the gateway. It imports nothing of lkdevice, and runs unchanged under both
+# interpreters: no typing, no f-strings with `=`, no dataclasses. The audio
 # paths write into caller-owned buffers so the firmware allocates nothing per
 # frame.
 

@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from lkdevice import device_protocol as dp
-from lkdevice.codec_fast import FrameCodec
+from lkdevice.gateway.codecs import FrameCodec
 
 
 class DeviceClient:

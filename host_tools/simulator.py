@@ -1,6 +1,6 @@
 """`lkdevice sim esp32`: run the ESP32 firmware on the MicroPython unix port.
 
-The firmware in firmware/ runs unchanged: hil/ (first on MICROPYPATH) stands in
+The firmware in firmware/ runs unchanged: hil/sim/ (first on MICROPYPATH) stands in
 for the ESP32's `machine`, `network` and `neopixel`, a temporary directory
 plays the board's flash (config.json, board.json, device_protocol.py, the
 firmware, an optional app.py and CA certificate), a WAV file becomes the I2S
@@ -36,11 +36,11 @@ class SimulatorError(RuntimeError):
 
 
 def repo_paths() -> dict[str, Path]:
-    """firmware/, hil/, boards/ and device_protocol.py of the repository lkdevice was installed from."""
+    """firmware/, hil/sim/, boards/ and device_protocol.py of the repository lkdevice was installed from."""
     import lkdevice
     pkg = Path(lkdevice.__file__).resolve().parent
     root = pkg.parent
-    paths = {"firmware": root / "firmware", "hil": root / "hil", "boards": root / "boards",
+    paths = {"firmware": root / "firmware", "hil": root / "hil" / "sim", "boards": root / "boards",
              "device_protocol": pkg / "device_protocol.py"}
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
@@ -92,10 +92,10 @@ def load_pcm(play: str) -> np.ndarray:
         seconds = float(parts[2]) if len(parts) > 2 else 3600.0
         t = np.arange(int(RATE * seconds)) / RATE
         return (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-    from lkdevice.wavfile import read_wav
+    from lkdevice.rtc.wavfile import read_wav
     pcm, rate = read_wav(play)
     if rate != RATE:
-        from lkdevice.audio import Resampler
+        from lkdevice.rtc.audio import Resampler
         pcm = Resampler(RATE).resample(pcm, rate)
     return np.asarray(pcm, dtype=np.int16)
 
@@ -424,7 +424,7 @@ def _run_device(args, gateway: str, token: str) -> int:
         if args.record:
             n = dev.save_recording(args.record)
             print(f"[sim] speaker: {n / RATE:.1f} s recorded to {args.record}", flush=True)
-            from lkdevice.wavfile import dominant_frequency, read_wav
+            from lkdevice.rtc.wavfile import dominant_frequency, read_wav
             pitch = dominant_frequency(*read_wav(args.record)) if n else None
             if pitch:
                 print(f"[sim] loudest tone in the recording: {pitch:.0f} Hz", flush=True)
@@ -458,7 +458,7 @@ def run(args) -> int:
 
 
 async def _run_embedded(args) -> int:
-    from lkdevice.devroom import local_dev_gateway
+    from lkdevice.host_tools.devroom import local_dev_gateway
     async with local_dev_gateway(args.room, args.identity) as (url, token):
         return await asyncio.to_thread(_run_device, args, url, token)
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lkdevice.wavfile import read_wav
+from lkdevice.rtc.wavfile import read_wav
 from tests.audio_checks import tone_frames
 
 from .conftest import token
@@ -58,7 +58,7 @@ async def test_gateway_and_simulated_esp32_as_a_user_runs_them(server, room_name
     """`lkdevice gateway` and `lkdevice sim esp32`, each its own process."""
     import socket
 
-    from lkdevice.wavfile import WavWriter, dominant_frequency
+    from lkdevice.rtc.wavfile import WavWriter, dominant_frequency
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

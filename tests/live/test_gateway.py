@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lkdevice import device_protocol as dp
-from lkdevice.client import token_claims
+from lkdevice.rtc.room import token_claims
 from lkdevice.gateway import Gateway, GatewayConfig
 from lkdevice.host_tools.device_client import DeviceClient
 

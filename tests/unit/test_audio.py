@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from lkdevice.audio import OPUS_FRAME, OPUS_RATE, AudioStream, MicrophoneTrack, Resampler, tone
-from lkdevice.ice import host_addresses, is_loopback_url
-from lkdevice.wavfile import WavWriter, read_wav
+from lkdevice.rtc.audio import OPUS_FRAME, OPUS_RATE, AudioStream, MicrophoneTrack, Resampler, tone
+from lkdevice.rtc.ice import host_addresses, is_loopback_url
+from lkdevice.rtc.wavfile import WavWriter, read_wav
 from tests.audio_checks import frame_frequency
 
 

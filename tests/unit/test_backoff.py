@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from lkdevice.backoff import Backoff
+from lkdevice.rtc.backoff import Backoff
 
 
 def caps(b: Backoff, n: int) -> list[float]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from livekit.protocol import models
 
-from lkdevice.data import (MAX_INBOUND_PACKET, MAX_USER_PAYLOAD, DataMessage, decode_packet, sender_identity,
+from lkdevice.rtc.data import (MAX_INBOUND_PACKET, MAX_USER_PAYLOAD, DataMessage, decode_packet, sender_identity,
                            to_message, user_packet)
-from lkdevice.errors import DataTooLarge, ProtocolError
+from lkdevice.rtc.errors import DataTooLarge, ProtocolError
 
 
 def over_the_wire(packet: models.DataPacket, sender: str = "") -> bytes:

@@ -1,4 +1,4 @@
-from lkdevice.errors import RpcError, TokenRejected, redact_tokens
+from lkdevice.rtc.errors import RpcError, TokenRejected, redact_tokens
 from lkdevice.host_tools.tokens import mint_token
 
 

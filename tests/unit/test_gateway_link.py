@@ -3,7 +3,7 @@
 import pytest
 
 from lkdevice import device_protocol as dp
-from lkdevice.gateway_link import BURST_FRAMES, FrameRejected, Outbox, UplinkGuard
+from lkdevice.gateway.link import BURST_FRAMES, FrameRejected, Outbox, UplinkGuard
 
 
 class Clock:

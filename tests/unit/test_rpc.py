@@ -10,9 +10,9 @@ from typing import Callable
 import pytest
 from livekit.protocol import models
 
-from lkdevice import rpc
-from lkdevice.errors import RpcError
-from lkdevice.rpc import MAX_RPC_PAYLOAD, RPC_VERSION, RpcEndpoint, RpcInvocation
+from lkdevice.rtc import rpc
+from lkdevice.rtc.errors import RpcError
+from lkdevice.rtc.rpc import MAX_RPC_PAYLOAD, RPC_VERSION, RpcEndpoint, RpcInvocation
 
 
 class Wire:
@@ -195,7 +195,7 @@ async def test_other_exception_is_application_error(pair, caplog):
         raise KeyError("secret internal detail")
 
     agent.register("m", broken)
-    with caplog.at_level("ERROR", logger="lkdevice.rpc"):
+    with caplog.at_level("ERROR", logger="lkdevice.rtc.rpc"):
         with pytest.raises(RpcError) as info:
             await device.call("agent", "m")
     assert info.value.code == RpcError.APPLICATION_ERROR == 1500

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs
 import pytest
 from livekit.protocol import models, rtc
 
-from lkdevice.errors import ProtocolError
-from lkdevice.signaling import (CLIENT_PROTOCOL, MAX_SIGNAL_MESSAGE, PROTOCOL_VERSION, JoinOptions,
+from lkdevice.rtc.errors import ProtocolError
+from lkdevice.rtc.signaling import (CLIENT_PROTOCOL, MAX_SIGNAL_MESSAGE, PROTOCOL_VERSION, JoinOptions,
                                 SignalProtocol, join_query, signal_url, validate_url)
 
 

@@ -6,7 +6,7 @@ from livekit.protocol import models, rtc
 
 import pytest
 
-from lkdevice.state import AGENT_STATE_ATTRIBUTE, RoomState
+from lkdevice.rtc.state import AGENT_STATE_ATTRIBUTE, RoomState
 
 ACTIVE = models.ParticipantInfo.State.ACTIVE
 DISCONNECTED = models.ParticipantInfo.State.DISCONNECTED

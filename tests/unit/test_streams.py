@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from livekit.protocol import models
 
-from lkdevice.errors import ProtocolError
-from lkdevice.streams import (MAX_OPEN_STREAMS, MAX_STREAM_BYTES, TRANSCRIPTION_TOPIC, TextStreamAssembler,
+from lkdevice.rtc.errors import ProtocolError
+from lkdevice.rtc.streams import (MAX_OPEN_STREAMS, MAX_STREAM_BYTES, TRANSCRIPTION_TOPIC, TextStreamAssembler,
                               TextStreamReader)
 
 DS = models.DataStream

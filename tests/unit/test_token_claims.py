@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from lkdevice.client import token_claims
-from lkdevice.errors import ConnectError, TokenRejected
+from lkdevice.rtc.room import token_claims
+from lkdevice.rtc.errors import ConnectError, TokenRejected
 from lkdevice.host_tools.tokens import mint_token
 
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from typing import AsyncIterator, Awaitable, Callable, Optional
 
-from .client import Room
+from lkdevice.rtc.room import Room
 from .echo_agent import run_echo_agent
 
 Stopper = Optional[Callable[[], Awaitable[None]]]
@@ -17,8 +17,8 @@ async def local_dev_room(args) -> AsyncIterator[tuple[str, str, Stopper]]:
     if args.url is not None:
         yield args.url, args.token, None
         return
-    from .host_tools.livekit_server import DEV_API_KEY, DEV_API_SECRET, LocalServer
-    from .host_tools.tokens import mint_token
+    from .livekit_server import DEV_API_KEY, DEV_API_SECRET, LocalServer
+    from .tokens import mint_token
 
     server = LocalServer()
     print("starting a local livekit-server (loopback only)...", flush=True)
@@ -57,7 +57,7 @@ async def local_dev_gateway(room: str, identity: str) -> AsyncIterator[tuple[str
     and a gateway on a free loopback port. Yields (gateway URL, device token)."""
     from types import SimpleNamespace
 
-    from .gateway import Gateway, GatewayConfig
+    from lkdevice.gateway import Gateway, GatewayConfig
 
     args = SimpleNamespace(url=None, token=None, room=room, identity=identity, no_agent=False)
     async with local_dev_room(args) as (url, token, _):

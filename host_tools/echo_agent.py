@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .client import Room
+from lkdevice.rtc.room import Room
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,14 @@
-"""`lkdevice`: one command line for the device side of LiveKit agents."""
+"""`lkdevice join` and `lkdevice echo`: a participant on our own client, from the command line."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
-import os
-import sys
 import time
 
-from . import __version__
-from .audio import tone
-from .client import Room, RoomOptions
-from .errors import LiveKitError
-from .wavfile import WavWriter, dominant_frequency, read_wav, wav_chunks
+from ..rtc.audio import tone
+from ..rtc.errors import LiveKitError
+from ..rtc.room import Room, RoomOptions
+from ..rtc.wavfile import WavWriter, dominant_frequency, read_wav, wav_chunks
 
 DEMO_ROOM = "lkdevice-demo"
 
@@ -91,7 +86,7 @@ async def _record(room: Room, path: str, stop: asyncio.Event) -> int:
 
 
 async def _join(args) -> int:
-    from .devroom import local_dev_room
+    from ..host_tools.devroom import local_dev_room
 
     started = time.monotonic()
     async with local_dev_room(args) as (url, token, echo):
@@ -131,7 +126,7 @@ async def _join(args) -> int:
 
 
 async def _echo(args) -> int:
-    from .echo_agent import run_echo_agent
+    from ..host_tools.echo_agent import run_echo_agent
 
     room = Room()
     _print_events(room, time.monotonic())
@@ -149,67 +144,11 @@ async def _echo(args) -> int:
     return 0
 
 
-def _server(args) -> int:
-    from .host_tools.livekit_server import (DEV_API_KEY, LocalServer, ServerConfig, ServerUnavailable,
-                                            build_server_binary)
-    try:
-        if args.action == "build":
-            print(build_server_binary())
-            return 0
-        srv = LocalServer(ServerConfig(port=args.port)).start()
-    except ServerUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"livekit-server on {srv.url} (api key {DEV_API_KEY}; secret in the dev config); "
-          f"log {srv.log_path}; Ctrl-C to stop", flush=True)
-    try:
-        srv.proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        srv.stop()
-    return 0
-
-
-def _token(args) -> int:
-    from .host_tools.livekit_server import DEV_API_KEY, DEV_API_SECRET
-    from .host_tools.tokens import mint_token
-
-    key = os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY)
-    secret = os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET)
-    print(mint_token(key, secret, identity=args.identity, room=args.room, ttl=args.ttl, name=args.name or ""))
-    return 0
-
-
-def _gateway(args) -> int:
-    from .gateway import GatewayConfig, run_gateway, server_ssl_context
-
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        print(f"error: --listen wants HOST:PORT, got {args.listen!r}", file=sys.stderr)
-        return 2
-    for name in ("lkdevice.gateway", "lkdevice.gateway_session"):  # joins, resumes and leaves, never tokens
-        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    ssl_context = None
-    if args.tls_cert:
-        ssl_context = server_ssl_context(args.tls_cert, args.tls_key)
-    config = GatewayConfig(livekit_url=args.livekit_url, host=host.strip("[]"), port=int(port), grace=args.grace,
-                           max_devices=args.max_devices, ssl_context=ssl_context)
-    try:
-        asyncio.run(run_gateway(config))
-    except OSError as exc:
-        print(f"error: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lkdevice", description="Device side of LiveKit voice and vision agents.")
-    p.add_argument("--version", action="version", version=f"lkdevice {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    j = sub.add_parser("join", help="join a room, publish a tone or WAV, record what you hear, print events")
+def add_parsers(sub) -> None:
+    j = sub.add_parser("join", help="join a room, publish a tone or WAV, record what you hear, print events",
+                       description="Join a room as a participant on our own client and print its events. "
+                                   "Without --url a local dev server and an echo agent are started.",
+                       epilog="example: lkdevice join --play tone:440 --record echo.wav --duration 5")
     j.add_argument("--url", help="LiveKit URL (ws[s]:// or http[s]://); without it a local dev server is started")
     j.add_argument("--token", help="access token (required with --url)")
     j.add_argument("--room", help=f"room name (default {DEMO_ROOM}; with --url, checked against the token)")
@@ -218,60 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--record", help="write the first remote audio track here (WAV, 48 kHz mono)")
     j.add_argument("--duration", type=float, default=10.0, help="seconds to stay in the room (default 10)")
     j.add_argument("--no-agent", action="store_true", help="without --url: do not start the local echo agent")
-    j.set_defaults(run=lambda a: asyncio.run(_join(a)))
+    j.set_defaults(run=run_join)
 
-    e = sub.add_parser("echo", help="run an echo agent: republish what it hears")
+    e = sub.add_parser("echo", help="run an echo agent: republish what it hears",
+                       epilog="example: lkdevice echo --url ws://127.0.0.1:7880 --token \"$(lkdevice token --identity echo)\"")
     e.add_argument("--url", required=True)
     e.add_argument("--token", required=True)
     e.add_argument("--duration", type=float, default=3600.0)
     e.set_defaults(run=lambda a: asyncio.run(_echo(a)))
 
-    s = sub.add_parser("server", help="run (or build) a local livekit-server for development")
-    s.add_argument("action", nargs="?", choices=["run", "build"], default="run")
-    s.add_argument("--port", type=int, default=7880)
-    s.set_defaults(run=_server)
 
-    g = sub.add_parser("gateway", help="serve ESP32-class devices over the device protocol and join LiveKit "
-                                       "as each of them")
-    g.add_argument("--livekit-url", required=True, help="LiveKit server URL (ws[s]:// or http[s]://)")
-    g.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT for devices (default 127.0.0.1:8765)")
-    g.add_argument("--grace", type=float, default=15.0,
-                   help="seconds a dropped device keeps its place in the room (default 15)")
-    g.add_argument("--max-devices", type=int, default=500)
-    g.add_argument("--tls-cert", help="serve wss:// with this certificate (PEM, may include the key)")
-    g.add_argument("--tls-key", help="private key for --tls-cert (PEM)")
-    g.set_defaults(run=_gateway)
-
-    try:
-        from .host_tools import simulator
-    except ImportError:
-        simulator = None
-    if simulator is not None and hasattr(simulator, "add_parser"):
-        simulator.add_parser(sub)
-
-    t = sub.add_parser("token", help="mint a dev access token (LIVEKIT_API_KEY/SECRET, else the dev keys)")
-    t.add_argument("--room", default=DEMO_ROOM)
-    t.add_argument("--identity", required=True)
-    t.add_argument("--name")
-    t.add_argument("--ttl", type=float, default=6 * 3600)
-    t.set_defaults(run=_token)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "join":
-        if (args.url is None) != (args.token is None):
-            build_parser().error("--url and --token go together")
-        args.room_given = args.room is not None
-        args.room = args.room or DEMO_ROOM
-    try:
-        return args.run(args) or 0
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run_join(args) -> int:
+    if (args.url is None) != (args.token is None):
+        args.parser.error("--url and --token go together")
+    args.room_given = args.room is not None
+    args.room = args.room or DEMO_ROOM
+    return asyncio.run(_join(args))

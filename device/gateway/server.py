@@ -20,11 +20,11 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from . import device_protocol as dp
-from .client import RoomOptions
-from .errors import ConnectError, LiveKitError, ServerUnreachable, TokenRejected, redact_tokens
-from .gateway_link import FrameRejected
-from .gateway_session import DeviceSession
+from .. import device_protocol as dp
+from ..rtc.room import RoomOptions
+from ..rtc.errors import ConnectError, LiveKitError, ServerUnreachable, TokenRejected, redact_tokens
+from .link import FrameRejected
+from .session import DeviceSession
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from . import device_protocol as dp
+from .. import device_protocol as dp
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from . import device_protocol as dp
+from .. import device_protocol as dp
 
 FRAMES_PER_SECOND = 1000 // dp.FRAME_MS
 BURST_FRAMES = 25          # beyond real time, per the protocol

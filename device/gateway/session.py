@@ -15,14 +15,14 @@ import logging
 import secrets
 from typing import Any
 
-from . import device_protocol as dp
-from .codec_fast import FrameCodec
-from .client import LocalAudioTrack, Room, RoomOptions
-from .data import DataMessage
-from .errors import DataTooLarge, LiveKitError, RpcError
-from .gateway_link import FrameRejected, Outbox, UplinkGuard
-from .rpc import RpcInvocation
-from .state import Participant
+from .. import device_protocol as dp
+from .codecs import FrameCodec
+from ..rtc.room import LocalAudioTrack, Room, RoomOptions
+from ..rtc.data import DataMessage
+from ..rtc.errors import DataTooLarge, LiveKitError, RpcError
+from .link import FrameRejected, Outbox, UplinkGuard
+from ..rtc.rpc import RpcInvocation
+from ..rtc.state import Participant
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lkdevice import codec_fast
+from lkdevice.gateway import codecs as codec_fast
 from lkdevice import device_protocol as dp
 
 

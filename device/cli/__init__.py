@@ -1,0 +1,42 @@
+"""`lkdevice`: one command line for the device side of LiveKit agents.
+
+One module per subcommand group: `join` (join, echo), `server` (server, token),
+`gateway`, `sim` (the simulated ESP32, from the host tools).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .. import __version__
+from . import gateway, join, server, sim
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lkdevice", description="Device side of LiveKit voice and vision agents.")
+    p.add_argument("--version", action="version", version=f"lkdevice {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    join.add_parsers(sub)
+    server.add_parsers(sub)
+    gateway.add_parsers(sub)
+    sim.add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.parser = parser
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""`lkdevice server` and `lkdevice token`: a local dev server and dev tokens (host tools)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .join import DEMO_ROOM
+
+
+def _server(args) -> int:
+    from ..host_tools.livekit_server import (DEV_API_KEY, LocalServer, ServerConfig, ServerUnavailable,
+                                            build_server_binary)
+    try:
+        if args.action == "build":
+            print(build_server_binary())
+            return 0
+        srv = LocalServer(ServerConfig(port=args.port)).start()
+    except ServerUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"livekit-server on {srv.url} (api key {DEV_API_KEY}; secret in the dev config); "
+          f"log {srv.log_path}; Ctrl-C to stop", flush=True)
+    try:
+        srv.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
+    return 0
+
+
+def _token(args) -> int:
+    from ..host_tools.livekit_server import DEV_API_KEY, DEV_API_SECRET
+    from ..host_tools.tokens import mint_token
+
+    key = os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY)
+    secret = os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET)
+    print(mint_token(key, secret, identity=args.identity, room=args.room, ttl=args.ttl, name=args.name or ""))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    s = sub.add_parser("server", help="run (or build) a local livekit-server for development",
+                       epilog="example: lkdevice server build   # once; then: lkdevice server --port 7880")
+    s.add_argument("action", nargs="?", choices=["run", "build"], default="run")
+    s.add_argument("--port", type=int, default=7880)
+    s.set_defaults(run=_server)
+
+    t = sub.add_parser("token", help="mint a dev access token (LIVEKIT_API_KEY/SECRET, else the dev keys)",
+                       epilog="example: lkdevice token --identity esp32 --room kitchen")
+    t.add_argument("--room", default=DEMO_ROOM)
+    t.add_argument("--identity", required=True)
+    t.add_argument("--name")
+    t.add_argument("--ttl", type=float, default=6 * 3600)
+    t.set_defaults(run=_token)
