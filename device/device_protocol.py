@@ -78,12 +78,21 @@ CLOSE_RESTART = const(1012)
 
 
 class ProtocolError(ValueError):
-    """A frame or message that breaks the protocol; `code` is an E_* value."""
+    """A frame or message that breaks the protocol; `code` is an E_* value,
+    `id` the request id of a malformed rpc or rpc_result (so its call can fail)."""
 
-    def __init__(self, code, message):
+    def __init__(self, code, message, id=None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.id = id
+
+
+# Deep nesting: CPython's json raises RecursionError, MicroPython a RuntimeError.
+try:
+    _TOO_DEEP = RecursionError
+except NameError:
+    _TOO_DEEP = RuntimeError
 
 
 def codec_id(name):
@@ -417,11 +426,13 @@ def decode_payload_into(codec, frame, out):
 # --- control messages (JSON text frames) -------------------------------------
 
 # Field kinds: s string, i int, b bool, d dict of str->str, l list of str,
-# o object (dict), L list of objects. A schema maps a message type to a flat
+# o object (dict), L list of objects, e RPC error ({code uint32, message?, data?}). A schema maps a message type to a flat
 # tuple of fields, four items each: name, kind, length limit, required. (Flat
 # rather than a tuple per field: on a 64-bit MicroPython every small tuple
 # costs 48 bytes of heap.)
-_S, _I, _B, _D, _L, _O, _LO = "s", "i", "b", "d", "l", "o", "L"
+_S, _I, _B, _D, _L, _O, _LO, _E = "s", "i", "b", "d", "l", "o", "L", "e"
+# LiveKit's RpcError.code is a uint32
+MAX_RPC_CODE = 0xFFFFFFFF
 
 
 def _device_messages():
@@ -437,7 +448,7 @@ def _device_messages():
                  "reliable", _B, 0, False),
         "rpc": ("id", _S, MAX_ID, True, "to", _S, MAX_IDENTITY, True, "method", _S, MAX_METHOD, True,
                 "payload", _S, MAX_PAYLOAD, False, "timeout_ms", _I, 0, False),
-        "rpc_result": ("id", _S, MAX_ID, True, "payload", _S, MAX_PAYLOAD, False, "error", _O, 0, False),
+        "rpc_result": ("id", _S, MAX_ID, True, "payload", _S, MAX_PAYLOAD, False, "error", _E, 0, False),
         "mute": ("muted", _B, 0, True),
         "attributes": ("attributes", _D, MAX_ATTRIBUTES, True),
         "ping": ("id", _I, 0, False),
@@ -467,7 +478,7 @@ GATEWAY_MESSAGES = {
              "b64", _S, MAX_PAYLOAD * 4 // 3 + 4, False),
     "rpc": ("id", _S, MAX_ID, True, "from", _S, MAX_IDENTITY, True, "method", _S, MAX_METHOD, True,
             "payload", _S, MAX_PAYLOAD, False, "timeout_ms", _I, 0, False),
-    "rpc_result": ("id", _S, MAX_ID, True, "payload", _S, MAX_PAYLOAD, False, "error", _O, 0, False),
+    "rpc_result": ("id", _S, MAX_ID, True, "payload", _S, MAX_PAYLOAD, False, "error", _E, 0, False),
     "token": ("token", _S, MAX_TOKEN, True),
     "pong": ("id", _I, 0, False),
     "dropped": ("what", _S, 32, True, "size", _I, 0, False, "count", _I, 0, False),
@@ -487,6 +498,15 @@ def _check_field(t, name, kind, limit, value):
         ok = isinstance(value, bool)
     elif kind == _O:
         ok = isinstance(value, dict)
+    elif kind == _E:
+        ok = isinstance(value, dict)
+        if ok:
+            code = value.get("code")
+            ok = isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= MAX_RPC_CODE
+            for k in ("message", "data"):
+                v = value.get(k, "")
+                if not isinstance(v, str) or len(v) > MAX_PAYLOAD:
+                    ok = False
     elif kind == _LO:
         ok = isinstance(value, list)
         if ok:
@@ -512,7 +532,8 @@ def _check_field(t, name, kind, limit, value):
 
 _KIND_NAMES = {_S: "string within its length limit", _I: "integer", _B: "boolean", _O: "object",
                _LO: "list of objects", _L: "list of strings within its limits",
-               _D: "object of strings within its limits"}
+               _D: "object of strings within its limits",
+               _E: "RPC error: code 0..4294967295, message and data strings"}
 
 
 def validate(msg, schema):
@@ -525,12 +546,18 @@ def validate(msg, schema):
     fields = schema.get(t)
     if fields is None:
         raise ProtocolError(E_MALFORMED, "unknown message type %r" % (t[:32],))
-    for i in range(0, len(fields), 4):
-        name = fields[i]
-        if name in msg:
-            _check_field(t, name, fields[i + 1], fields[i + 2], msg[name])
-        elif fields[i + 3]:
-            raise ProtocolError(E_MALFORMED, "%s: missing field %r" % (t, name))
+    try:
+        for i in range(0, len(fields), 4):
+            name = fields[i]
+            if name in msg:
+                _check_field(t, name, fields[i + 1], fields[i + 2], msg[name])
+            elif fields[i + 3]:
+                raise ProtocolError(E_MALFORMED, "%s: missing field %r" % (t, name))
+    except ProtocolError as e:
+        rid = msg.get("id")
+        if (t == "rpc" or t == "rpc_result") and isinstance(rid, str):
+            e.id = rid
+        raise
     return t
 
 
@@ -542,6 +569,8 @@ def decode_message(text, schema, limit=MAX_TEXT_FRAME):
         msg = json.loads(text)
     except ValueError:
         raise ProtocolError(E_MALFORMED, "text frame is not valid JSON")
+    except _TOO_DEEP:
+        raise ProtocolError(E_MALFORMED, "text frame nests too deeply")
     validate(msg, schema)
     return msg
 

@@ -206,3 +206,41 @@ def test_frame_encoder_rejects_unknown_codec():
     with pytest.raises(dp.ProtocolError) as e:
         dp.FrameEncoder(3)
     assert e.value.code == dp.E_CODEC
+
+
+# --- hostile control messages ----------------------------------------------------------
+
+@pytest.mark.parametrize("depth", [1000, 8000])
+def test_deeply_nested_json_is_a_protocol_error(depth):
+    """Nesting within the 16 KB limit is `malformed`, not a RecursionError out of the gateway."""
+    text = '{"t": "ping", "id": ' + "[" * depth + "]" * depth + "}"
+    assert len(text) <= dp.MAX_TEXT_FRAME
+    with pytest.raises(dp.ProtocolError) as info:
+        dp.decode_message(text, dp.DEVICE_MESSAGES)
+    assert info.value.code == dp.E_MALFORMED
+
+
+@pytest.mark.parametrize("code", [-1, 2 ** 32, 2 ** 40, 1.5, "1500", True, None])
+def test_rpc_error_code_outside_uint32_is_a_protocol_error(code):
+    """LiveKit's RpcError.code is a uint32: anything else could not be passed on."""
+    text = dp.encode_message({"t": "rpc_result", "id": "r1", "error": {"code": code, "message": "no"}})
+    with pytest.raises(dp.ProtocolError) as info:
+        dp.decode_message(text, dp.DEVICE_MESSAGES)
+    assert info.value.code == dp.E_MALFORMED
+    assert info.value.id == "r1"  # so the gateway can fail the caller's call at once
+
+
+@pytest.mark.parametrize("error", [{"code": 0, "message": ""}, {"code": 2 ** 32 - 1, "message": "m", "data": "d"},
+                                   {"code": 1500, "message": "m" * 1000}, {"code": 1}])
+def test_rpc_error_within_limits_is_accepted(error):
+    msg = dp.decode_message(dp.encode_message({"t": "rpc_result", "id": "r1", "error": error}), dp.DEVICE_MESSAGES)
+    assert msg["error"] == error
+
+
+@pytest.mark.parametrize("error", [{"message": "no code"}, {"code": 1, "message": 5},
+                                   {"code": 1, "message": "m", "data": 7},
+                                   {"code": 1, "message": "m" * (dp.MAX_PAYLOAD + 1)}])
+def test_rpc_error_object_is_checked(error):
+    with pytest.raises(dp.ProtocolError) as info:
+        dp.decode_message(dp.encode_message({"t": "rpc_result", "id": "r1", "error": error}), dp.DEVICE_MESSAGES)
+    assert info.value.code == dp.E_MALFORMED
