@@ -11,7 +11,6 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from lkdevice.rtc.audio import OPUS_FRAME, OPUS_RATE, AudioStream, MicrophoneTrack, Resampler, tone
-from lkdevice.rtc.ice import host_addresses, is_loopback_url
 from lkdevice.rtc.wavfile import WavWriter, read_wav
 from tests.audio_checks import frame_frequency
 
@@ -119,20 +118,3 @@ def test_wav_round_trip(tmp_path):
     w.close()
     pcm, rate = read_wav(path)
     assert rate == 16000 and pcm.tolist() == list(range(-100, 100))
-
-
-@pytest.mark.parametrize("url,loop", [
-    ("ws://127.0.0.1:7880", True), ("ws://localhost", True), ("wss://[::1]:443/x", True),
-    ("wss://example.livekit.cloud", False), ("ws://10.0.0.5:7880", False),
-])
-def test_loopback_urls(url, loop):
-    assert is_loopback_url(url) is loop
-
-
-def test_host_addresses_restricts_gathering_and_restores():
-    import aioice.ice
-
-    original = aioice.ice.get_host_addresses
-    with host_addresses(["127.0.0.1", "::1"]):
-        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
-    assert aioice.ice.get_host_addresses is original
