@@ -389,10 +389,32 @@ async def test_close_fails_pending_calls(pair, wire, loop_errors):
     await _collect_garbage()
 
 
-async def test_late_or_unknown_responses_are_ignored(pair):
-    device, _ = pair
+async def test_late_or_unknown_responses_are_ignored(wire, loop_errors):
+    """A response after the caller gave up, a repeated one, or one nobody asked for
+    changes nothing: no exception, no error left for the loop, the next call gets its own answer."""
+    device = wire.endpoint("device")
+    agent = wire.endpoint("agent")
+    agent.register("echo", lambda inv: inv.payload)
+    wire.drop = lambda sender, packet: sender == "agent" and packet.WhichOneof("value") == "rpc_response"
+    with pytest.raises(RpcError) as info:
+        await device.call("agent", "echo", "late", response_timeout=0.2)
+    assert info.value.code == RpcError.RESPONSE_TIMEOUT
+    timed_out = next(p.rpc_request.id for s, p in wire.sent if p.WhichOneof("value") == "rpc_request")
+    wire.drop = lambda sender, packet: False
+
+    device.handle_ack(models.RpcAck(request_id=timed_out))
+    device.handle_response(models.RpcResponse(request_id=timed_out, payload="late"))
     device.handle_ack(models.RpcAck(request_id="unknown"))
     device.handle_response(models.RpcResponse(request_id="unknown", payload="x"))
+    device.handle_response(models.RpcResponse(request_id="unknown", error=models.RpcError(code=1500)))
+
+    assert await device.call("agent", "echo", "fresh") == "fresh"
+    answered = [p.rpc_response for s, p in wire.sent if p.WhichOneof("value") == "rpc_response"]
+    device.handle_response(answered[-1])  # the same answer again
+    device.handle_ack(models.RpcAck(request_id=answered[-1].request_id))
+    assert await device.call("agent", "echo", "again") == "again"
+    await _collect_garbage()
+    assert loop_errors == []
 
 
 @pytest.fixture
