@@ -64,6 +64,7 @@ E_RATE = "rate_limited"
 E_RPC = "rpc_failed"
 E_DATA = "data_failed"
 E_INTERNAL = "internal"
+E_FULL = "gateway_full"
 
 # WebSocket close codes the gateway uses (4000-4999 are the application's).
 CLOSE_NORMAL = const(1000)
@@ -75,6 +76,7 @@ CLOSE_TOO_LARGE = const(4413)
 CLOSE_UNREACHABLE = const(4502)
 CLOSE_LEFT = const(4000)
 CLOSE_RESTART = const(1012)
+CLOSE_FULL = const(1013)  # "try again later"
 
 
 class ProtocolError(ValueError):
@@ -467,9 +469,9 @@ def __getattr__(name):
 GATEWAY_MESSAGES = {
     "welcome": ("v", _I, 0, True, "session", _S, MAX_ID, True, "key", _S, MAX_ID, True,
                 "grace_s", _I, 0, True, "codec", _S, 8, True, "room", _O, 0, True,
-                "me", _O, 0, True, "participants", _LO, 0, True),
-    "resumed": ("session", _S, MAX_ID, True, "participants", _LO, 0, True),
-    "joined": ("p", _O, 0, True),
+                "me", _O, 0, True, "participants", _LO, 0, True, "truncated", _O, 0, False),
+    "resumed": ("session", _S, MAX_ID, True, "participants", _LO, 0, True, "truncated", _O, 0, False),
+    "joined": ("p", _O, 0, True, "truncated", _O, 0, False),
     "left": ("identity", _S, MAX_IDENTITY, True, "reason", _S, MAX_REASON, False),
     "attributes": ("identity", _S, MAX_IDENTITY, True, "changed", _D, MAX_ATTRIBUTES, True),
     "agent_state": ("identity", _S, MAX_IDENTITY, True, "state", _S, 32, True),

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from .. import device_protocol as dp
 from ..rtc.room import RoomOptions
 from ..rtc.errors import ConnectError, LiveKitError, ServerUnreachable, TokenRejected, redact_tokens
+from ..rtc.tasks import TaskSet
 from .link import FrameRejected
 from .session import DeviceSession
 
@@ -52,25 +53,28 @@ class GatewayConfig:
 
 
 class _Fatal(Exception):
-    def __init__(self, code: str, message: str, close: int):
+    def __init__(self, code: str, message: str, close: int, id: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.close = close
+        self.id = id
 
 
 _CLOSE_FOR = {dp.E_TOO_LARGE: dp.CLOSE_TOO_LARGE, dp.E_TOKEN: dp.CLOSE_TOKEN, dp.E_SESSION: dp.CLOSE_SESSION,
-              dp.E_UNREACHABLE: dp.CLOSE_UNREACHABLE}
+              dp.E_UNREACHABLE: dp.CLOSE_UNREACHABLE, dp.E_FULL: dp.CLOSE_FULL}
 
 
-def _fatal(code: str, message: str) -> _Fatal:
-    return _Fatal(code, message, _CLOSE_FOR.get(code, dp.CLOSE_PROTOCOL))
+def _fatal(code: str, message: str, id: str | None = None) -> _Fatal:
+    return _Fatal(code, message, _CLOSE_FOR.get(code, dp.CLOSE_PROTOCOL), id)
 
 
 class Gateway:
     def __init__(self, config: GatewayConfig):
         self.config = config
         self.sessions: dict[str, DeviceSession] = {}
+        self._joining = 0  # hellos accepted and still joining: they hold a slot of max_devices
+        self._tasks = TaskSet(log)
         self._server: Server | None = None
 
     @property
@@ -98,6 +102,7 @@ class Gateway:
             self._server.close(close_connections=False)
         await asyncio.gather(*(s.close("gateway shutting down", code=dp.CLOSE_RESTART)
                                for s in list(self.sessions.values())), return_exceptions=True)
+        await self._tasks.aclose()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -133,7 +138,7 @@ class Gateway:
 
     async def _reject(self, ws: ServerConnection, exc: _Fatal) -> None:
         try:
-            await ws.send(json.dumps(dp.error_message(exc.code, exc.message[:2 * dp.MAX_REASON], True)))
+            await ws.send(json.dumps(dp.error_message(exc.code, exc.message[:2 * dp.MAX_REASON], True, id=exc.id)))
             await ws.close(exc.close, exc.code)
         except ConnectionClosed:
             pass
@@ -163,8 +168,15 @@ class Gateway:
             codec = dp.codec_id(msg["codec"])
         except dp.ProtocolError as exc:
             raise _fatal(exc.code, exc.message) from None
-        if len(self.sessions) >= self.config.max_devices:
-            raise _fatal(dp.E_INTERNAL, f"gateway is full ({self.config.max_devices} devices)")
+        if len(self.sessions) + self._joining >= self.config.max_devices:
+            raise _fatal(dp.E_FULL, f"gateway is full ({self.config.max_devices} devices); try again later")
+        self._joining += 1  # the slot is this hello's from now on, until it joins or fails
+        try:
+            return await self._join(ws, msg, codec)
+        finally:
+            self._joining -= 1
+
+    async def _join(self, ws: ServerConnection, msg: dict[str, Any], codec: int) -> DeviceSession:
         max_text = min(max(msg.get("max_text", dp.DEFAULT_DEVICE_TEXT), dp.MIN_DEVICE_TEXT), dp.MAX_TEXT_FRAME)
         options = RoomOptions(auto_subscribe=True, connect_timeout=self.config.join_timeout,
                               ice_host_addresses=self.config.ice_host_addresses)
@@ -187,10 +199,14 @@ class Gateway:
         if ws.state.name != "OPEN":  # the device went away while we joined: it cannot resume
             await session.close("device left during join", notify=False)
             raise ConnectionClosed(None, None)
+        welcome = session.welcome()
+        if welcome is None:
+            await session.close("welcome too large", notify=False)
+            raise _fatal(dp.E_TOO_LARGE, f"even trimmed, the welcome exceeds max_text ({max_text} bytes)")
         self.sessions[session.id] = session
         session.on_closed = lambda s: self.sessions.pop(s.id, None)
         log.info("device %s joined room %s (%s)", session.identity, session.room.name, msg["codec"])
-        session.attach(ws, session.welcome())
+        session.attach(ws, welcome)
         return session
 
     def _resume(self, ws: ServerConnection, msg: dict[str, Any]) -> DeviceSession:
@@ -199,12 +215,16 @@ class Gateway:
             raise _fatal(dp.E_SESSION, "no such session (the grace period may have passed); send hello")
         if "codec" in msg and msg["codec"] != dp.CODEC_NAMES[session.codec]:
             raise _fatal(dp.E_CODEC, "a resumed session keeps its codec")
+        resumed = session.resumed()
+        if resumed is None:
+            raise _fatal(dp.E_TOO_LARGE, f"even trimmed, the room exceeds max_text ({session.max_text} bytes)")
         old = session._ws
         if old is not None:
             session.detach(old)
-            asyncio.ensure_future(old.close(dp.CLOSE_REPLACED, "resumed on another link"))
+            self._tasks.spawn(old.close(dp.CLOSE_REPLACED, "resumed on another link"),
+                              f"closing device {session.identity}'s old link")
         log.info("device %s resumed", session.identity)
-        session.attach(ws, {"t": "resumed", "session": session.id, "participants": session._participants()})
+        session.attach(ws, resumed)
         return session
 
     async def _receive(self, ws: ServerConnection, session: DeviceSession) -> None:
@@ -245,7 +265,9 @@ class Gateway:
                     session.send(dp.error_message(exc.code, exc.message, False, seq=exc.seq))
             except dp.ProtocolError as exc:
                 session.detach(ws)
-                raise _fatal(exc.code, exc.message) from None
+                if exc.id is not None:  # a malformed answer to a call: its caller need not wait
+                    session.fail_device_answer(exc.id, exc.message)
+                raise _fatal(exc.code, exc.message, exc.id) from None
 
 
 async def run_gateway(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:

@@ -21,14 +21,17 @@ from ..rtc.room import LocalAudioTrack, Room, RoomOptions
 from ..rtc.data import DataMessage
 from ..rtc.errors import DataTooLarge, LiveKitError, RpcError
 from .link import FrameRejected, Outbox, UplinkGuard
+from . import roster
 from ..rtc.rpc import RpcInvocation
 from ..rtc.state import Participant
+from ..rtc.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
 DETACHED_CONTROL_LIMIT = 64   # events kept for a device while its link is down
 MAX_DEVICE_RPCS = 8           # calls a device may have in flight
 MIC_BUFFER_MS = 60            # device audio waiting for the Opus encoder
+MAX_SESSION_TASKS = MAX_DEVICE_RPCS + 24  # the device's calls, link closes, the session's own close
 
 
 def participant_info(p: Participant) -> dict[str, Any]:
@@ -69,6 +72,7 @@ class DeviceSession:
         self._downlink_sid: str | None = None
         self._pending_rpcs: dict[str, asyncio.Future] = {}
         self._device_rpcs = 0
+        self._tasks = TaskSet(log, MAX_SESSION_TASKS)
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.on_closed = None  # set by the gateway: forget the session
@@ -93,14 +97,20 @@ class DeviceSession:
             await self.mic.mute()
         self._choose_downlink()
 
-    def welcome(self) -> dict[str, Any]:
+    def welcome(self) -> dict[str, Any] | None:
+        """The join result, trimmed to the device's max_text; None if it cannot fit at all."""
         me = self.room.local_participant
         msg = {"t": "welcome", "v": dp.PROTOCOL_VERSION, "session": self.id, "key": self.key,
                "grace_s": int(self.grace), "codec": dp.CODEC_NAMES[self.codec],
                "room": {"name": self.room.name, "sid": self.room.sid, "metadata": self.room.metadata},
                "me": {"sid": me.sid, "identity": me.identity, "name": me.name},
                "participants": self._participants()}
-        return msg
+        return roster.fit(msg, self.max_text)
+
+    def resumed(self) -> dict[str, Any] | None:
+        """The room as it is now, for a device that resumes; None if it cannot fit at all."""
+        return roster.fit({"t": "resumed", "session": self.id, "participants": self._participants()},
+                          self.max_text)
 
     def _participants(self) -> list[dict[str, Any]]:
         return [participant_info(p) for p in self.room.remote_participants.values()]
@@ -181,7 +191,7 @@ class DeviceSession:
             log.warning("device %s is not reading its messages; dropping its link", self.identity)
             ws = self._ws
             self.detach(ws)
-            asyncio.ensure_future(ws.close(1008, "device too slow"))
+            self._tasks.spawn(ws.close(1008, "device too slow"), f"closing the link of device {self.identity}")
             return True
         self._wake.set()
         return True
@@ -254,18 +264,30 @@ class DeviceSession:
                 reply = self._rpc_error(rid, err)
             except LiveKitError as exc:
                 reply = self._rpc_error(rid, RpcError(RpcError.SEND_FAILED, str(exc)))
+            except Exception:  # our bug: log it, and the device still gets its answer
+                log.exception("device %s's call %r failed", self.identity, msg["method"])
+                reply = self._rpc_error(rid, RpcError(RpcError.APPLICATION_ERROR, "gateway error"))
             finally:
                 self._device_rpcs -= 1
             self.send_or_report(reply, "rpc_result")
 
-        asyncio.ensure_future(call())
+        if self._tasks.spawn(call(), f"device {self.identity}'s call {msg['method']!r}") is None:
+            self._device_rpcs -= 1
+            self.send(self._rpc_error(rid, RpcError(RpcError.APPLICATION_ERROR, "gateway busy")))
 
     @staticmethod
     def _rpc_error(rid: str, err: RpcError) -> dict[str, Any]:
-        error = {"code": err.code, "message": err.message}
+        # a remote participant's error may be longer than the device protocol carries
+        error: dict[str, Any] = {"code": err.code, "message": err.message[:dp.MAX_REASON]}
         if err.data:
-            error["data"] = err.data
+            error["data"] = err.data[:dp.MAX_PAYLOAD]
         return {"t": "rpc_result", "id": rid, "error": error}
+
+    def fail_device_answer(self, rid: str, why: str) -> None:
+        """The device answered call `rid` with a malformed rpc_result: the caller hears it now, not at its timeout."""
+        fut = self._pending_rpcs.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(RpcError(RpcError.APPLICATION_ERROR, f"the device's answer was malformed: {why}"))
 
     def _rpc_result(self, msg: dict[str, Any]) -> None:
         fut = self._pending_rpcs.pop(msg["id"], None)
@@ -324,7 +346,8 @@ class DeviceSession:
 
     # -- room events -> device messages -------------------------------------------------
     def _on_participant_connected(self, p: Participant) -> None:
-        self.send_or_report({"t": "joined", "p": participant_info(p)}, "joined")
+        msg = {"t": "joined", "p": participant_info(p)}
+        self.send_or_report(roster.fit_participant(msg, self.max_text) or msg, "joined")
 
     def _on_participant_disconnected(self, p: Participant, reason=None) -> None:
         self.send({"t": "left", "identity": p.identity, "reason": str(reason or "")[:dp.MAX_REASON]})
@@ -360,7 +383,7 @@ class DeviceSession:
 
     def _on_disconnected(self, reason=None) -> None:
         if not self.closed.is_set():
-            asyncio.ensure_future(self.close(f"room left: {reason}"))
+            self._tasks.spawn(self.close(f"room left: {reason}"), f"closing device session {self.id}")
 
     # -- ending -------------------------------------------------------------------------
     async def close(self, reason: str, *, notify: bool = True, code: int = dp.CLOSE_LEFT) -> None:
@@ -374,6 +397,7 @@ class DeviceSession:
             self._grace_task.cancel()
         if self._downlink:
             self._downlink.cancel()
+        self._tasks.cancel()  # the device's calls; not this close, if it runs in one of them
         for fut in self._pending_rpcs.values():
             if not fut.done():
                 fut.set_exception(RpcError(RpcError.RECIPIENT_DISCONNECTED, "device left"))

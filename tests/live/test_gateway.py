@@ -361,3 +361,118 @@ async def test_a_device_that_stops_reading_does_not_slow_another(server, gateway
     finally:
         playing.cancel()
         stuck.ws.transport.resume_reading()
+
+
+# --- issue 7, section 4 ------------------------------------------------------------------
+
+async def test_max_devices_counts_joins_in_flight(server, clients, room_name):
+    """Six hellos at once on a gateway for four: exactly two are refused, with gateway_full."""
+    async with Gateway(GatewayConfig(livekit_url=server.url, port=0, max_devices=4)) as gw:
+        devs = [await clients(gw.url) for _ in range(6)]
+        answers = await asyncio.gather(*(d.hello(token(f"dev{i}", room_name)) for i, d in enumerate(devs)))
+        refused = [a for a in answers if a["t"] == "error"]
+        assert sum(a["t"] == "welcome" for a in answers) == 4, answers
+        assert len(refused) == 2 and all(a["code"] == dp.E_FULL and a["fatal"] for a in refused), refused
+        for d, a in zip(devs, answers):
+            if a["t"] == "error":
+                await d.closed.wait()
+                assert d.close_code == dp.CLOSE_FULL
+        assert len(gw.sessions) == 4
+        # a slot comes back when a device leaves, and a refused join gives its slot back
+        leaver = devs[[a["t"] for a in answers].index("welcome")]
+        await leaver.send({"t": "leave"})
+        await leaver.closed.wait()
+        bad = await clients(gw.url)
+        from lkdevice.host_tools.tokens import mint_token
+        assert (await bad.hello(mint_token("devkey", "wrong", identity="x", room=room_name)))["code"] == "token_rejected"
+        late = await clients(gw.url)
+        assert (await late.hello(token("late", room_name)))["t"] == "welcome"
+
+
+async def test_deeply_nested_json_is_a_protocol_error_to_the_device(gateway, clients, room_name):
+    dev = await joined_device(clients, gateway, room_name)
+    await dev.send_raw('{"t": "ping", "id": ' + "[" * 5000 + "]" * 5000 + "}")
+    err = await dev.expect(lambda m: m["t"] == "error")
+    assert err["code"] == "malformed" and err["fatal"], err
+    await dev.closed.wait()
+    assert dev.close_code == dp.CLOSE_PROTOCOL
+
+
+async def test_rpc_answer_with_a_code_outside_uint32_fails_the_call_at_once(server, gateway, clients, peers,
+                                                                             room_name):
+    from livekit import rtc
+    peer = await peers("agent", server.url, room_name)
+    dev = await joined_device(clients, gateway, room_name)
+    await peer.expect("participant_connected", lambda p: p.identity == "esp32")
+    call = asyncio.ensure_future(peer.room.local_participant.perform_rpc(
+        destination_identity="esp32", method="led.set", payload="", response_timeout=20.0))
+    req = await dev.expect(lambda m: m["t"] == "rpc")
+    await dev.send({"t": "rpc_result", "id": req["id"], "error": {"code": 2 ** 40, "message": "huge"}})
+    err = await dev.expect(lambda m: m["t"] == "error")
+    assert err["code"] == "malformed" and err["fatal"] and err.get("id") == req["id"], err
+    with pytest.raises(rtc.RpcError) as info:
+        await asyncio.wait_for(call, 8)  # well before the caller's own 20 s timeout
+    assert info.value.code == 1500, info.value
+
+
+async def test_welcome_and_resumed_fit_the_devices_max_text_in_a_big_room(server, gateway, peers, room_name):
+    """Three peers with large attributes, a device that takes 1 KB frames: it still joins."""
+    big = {"profile": "x" * 600}
+    await peers("agent", server.url, room_name, kind="agent", attributes=big)
+    for i in range(3):
+        await peers(f"listener-{i}", server.url, room_name, attributes=big)
+    dev = await DeviceClient(gateway.url, codec="pcm16", max_text=dp.MIN_DEVICE_TEXT).open()
+    try:
+        welcome = await dev.hello(token("esp32", room_name))
+        assert welcome["t"] == "welcome", welcome
+        assert len(json.dumps(welcome).encode()) <= dp.MIN_DEVICE_TEXT
+        sent = {p["identity"] for p in welcome["participants"]}
+        truncated = welcome["truncated"]
+        assert len(sent) + truncated.get("participants", 0) == 4, welcome
+        assert "agent" in sent  # the agent is the one a device cannot do without
+        assert truncated.get("attributes", 0) >= 1
+
+        dev.ws.transport.abort()
+        await dev.closed.wait()
+        back = DeviceClient(gateway.url, codec="pcm16", max_text=dp.MIN_DEVICE_TEXT)
+        back.welcome = welcome
+        await back.open()
+        try:
+            resumed = await back.resume()
+            assert resumed["t"] == "resumed", resumed
+            assert len(json.dumps(resumed).encode()) <= dp.MIN_DEVICE_TEXT
+            assert "agent" in {p["identity"] for p in resumed["participants"]} and resumed["truncated"]
+            # a newcomer whose attributes alone exceed max_text still shows up, without them
+            await peers("newcomer", server.url, room_name, attributes={"profile": "y" * 1500})
+            joined = await back.expect(lambda m: m["t"] == "joined" and m["p"]["identity"] == "newcomer")
+            assert "attributes" not in joined["p"] and joined["truncated"] == {"attributes": 1}
+        finally:
+            await back.close()
+    finally:
+        await dev.close()
+
+
+async def test_a_closed_session_leaves_no_task_behind(server, gateway, clients, peers, room_name):
+    """A device leaves with a call to a slow peer in flight: nothing of its session keeps running."""
+    peer = await peers("agent", server.url, room_name)
+
+    async def slow(data):
+        await asyncio.sleep(60)
+        return "late"
+
+    peer.room.local_participant.register_rpc_method("slow", slow)
+    dev = await joined_device(clients, gateway, room_name)
+    await dev.send({"t": "rpc", "id": "r1", "to": "agent", "method": "slow", "timeout_ms": 30000})
+    await asyncio.sleep(1.0)  # the request is acked and waiting for its response
+
+    def session_tasks():
+        return [t for t in asyncio.all_tasks() if not t.done() and "gateway/session.py" in
+                (getattr(t.get_coro(), "cr_code", None) and t.get_coro().cr_code.co_filename or "")]
+
+    assert session_tasks(), "the call is not running"
+    await dev.send({"t": "leave"})
+    await dev.closed.wait()
+    deadline = asyncio.get_running_loop().time() + 5
+    while session_tasks() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    assert not session_tasks(), [t.get_coro() for t in session_tasks()]
