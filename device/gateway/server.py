@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from .. import device_protocol as dp
 from ..rtc.room import RoomOptions
 from ..rtc.errors import ConnectError, LiveKitError, ServerUnreachable, TokenRejected, redact_tokens
+from ..rtc.logs import websocket_logger
 from ..rtc.tasks import TaskSet
 from .link import FrameRejected
 from .session import DeviceSession
@@ -92,7 +93,7 @@ class Gateway:
         self._server = await serve(self._serve, self.config.host, self.config.port, ssl=self.config.ssl_context,
                                    max_size=SOCKET_MAX_FRAME, max_queue=32, process_request=self._check_path,
                                    ping_interval=10, ping_timeout=self.config.idle_timeout, compression=None,
-                                   write_limit=DEVICE_WRITE_LIMIT)
+                                   write_limit=DEVICE_WRITE_LIMIT, logger=websocket_logger("server"))
         log.info("gateway listening on %s for LiveKit at %s", self.url, self.config.livekit_url)
         return self
 

@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from livekit.protocol import rtc
 
 from .errors import ConnectError, ProtocolError, ServerUnreachable, TokenRejected, redact_tokens
+from .logs import websocket_logger
 from .signaling import MAX_SIGNAL_MESSAGE, SignalProtocol, signal_url, validate_url
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class SignalConnection:
             self._ws = await asyncio.wait_for(
                 connect(uri, additional_headers={"Authorization": f"Bearer {token}"},
                         open_timeout=None, ping_interval=None, max_size=MAX_SIGNAL_MESSAGE,
-                        compression=None),
+                        compression=None, logger=websocket_logger("client")),
                 timeout,
             )
         except websockets.exceptions.InvalidStatus as exc:
