@@ -223,7 +223,7 @@ class Gateway:
         if old is not None:
             session.detach(old)
             self._tasks.spawn(old.close(dp.CLOSE_REPLACED, "resumed on another link"),
-                              f"closing device {session.identity}'s old link")
+                              f"closing device {session.identity}'s old link", force=True)
         log.info("device %s resumed", session.identity)
         session.attach(ws, resumed)
         return session

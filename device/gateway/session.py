@@ -191,7 +191,8 @@ class DeviceSession:
             log.warning("device %s is not reading its messages; dropping its link", self.identity)
             ws = self._ws
             self.detach(ws)
-            self._tasks.spawn(ws.close(1008, "device too slow"), f"closing the link of device {self.identity}")
+            self._tasks.spawn(ws.close(1008, "device too slow"), f"closing the link of device {self.identity}",
+                              force=True)
             return True
         self._wake.set()
         return True
@@ -383,7 +384,7 @@ class DeviceSession:
 
     def _on_disconnected(self, reason=None) -> None:
         if not self.closed.is_set():
-            self._tasks.spawn(self.close(f"room left: {reason}"), f"closing device session {self.id}")
+            self._tasks.spawn(self.close(f"room left: {reason}"), f"closing device session {self.id}", force=True)
 
     # -- ending -------------------------------------------------------------------------
     async def close(self, reason: str, *, notify: bool = True, code: int = dp.CLOSE_LEFT) -> None:

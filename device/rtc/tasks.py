@@ -24,9 +24,10 @@ class TaskSet:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task | None:
-        """Run coro as a task; None (and an error logged) when `limit` tasks are running already."""
-        if len(self._tasks) >= self.limit:
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str, *, force: bool = False) -> asyncio.Task | None:
+        """Run coro as a task; None (and an error logged) when `limit` tasks are running already,
+        unless `force` (a close that must happen whatever else is running)."""
+        if len(self._tasks) >= self.limit and not force:
             coro.close()  # never started: no "coroutine was never awaited" warning either
             self.refused += 1
             self._log.error("%s not started: %d tasks of this kind are still running", what, len(self._tasks))

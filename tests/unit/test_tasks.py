@@ -49,6 +49,7 @@ async def test_limit_refuses_and_does_not_leak_a_coroutine(caplog):
         assert tasks.spawn(extra, "c") is None
     assert tasks.refused == 1 and "c not started" in caplog.text
     assert extra.cr_frame is None  # closed, so no "never awaited" warning
+    assert tasks.spawn(gate.wait(), "a close that must happen", force=True) is not None
     gate.set()
     await asyncio.sleep(0.01)
     assert len(tasks) == 0
