@@ -455,9 +455,10 @@ async def test_welcome_and_resumed_fit_the_devices_max_text_in_a_big_room(server
 async def test_a_closed_session_leaves_no_task_behind(server, gateway, clients, peers, room_name):
     """A device leaves with a call to a slow peer in flight: nothing of its session keeps running."""
     peer = await peers("agent", server.url, room_name)
+    release = asyncio.Event()
 
     async def slow(data):
-        await asyncio.sleep(60)
+        await asyncio.wait_for(release.wait(), 30)
         return "late"
 
     peer.room.local_participant.register_rpc_method("slow", slow)
@@ -475,4 +476,5 @@ async def test_a_closed_session_leaves_no_task_behind(server, gateway, clients, 
     deadline = asyncio.get_running_loop().time() + 5
     while session_tasks() and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.1)
+    release.set()
     assert not session_tasks(), [t.get_coro() for t in session_tasks()]
