@@ -13,7 +13,6 @@ import logging
 import socket
 import sys
 
-import pytest
 
 import lkdevice
 from lkdevice.host_tools.device_client import DeviceClient
