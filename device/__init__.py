@@ -1,6 +1,7 @@
 """lkdevice: the device side of LiveKit voice and vision agents."""
 
-from .rtc.audio import AudioChunk, AudioStream, MicrophoneTrack, tone
+from .rtc.audio import AudioChunk, MicrophoneTrack, tone
+from .rtc.playout import AudioStream
 from .rtc.room import LocalAudioTrack, Room, RoomOptions, connect
 from .rtc.data import DataMessage
 from .rtc.errors import (ConnectError, DataTooLarge, Disconnected, LiveKitError, ProtocolError, RpcError,

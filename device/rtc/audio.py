@@ -2,8 +2,7 @@
 
 The network side is always Opus at 48 kHz in 20 ms frames. `MicrophoneTrack`
 takes mono int16 PCM at any rate and paces it out in real time, filling gaps
-with silence so RTP timing never stalls. `AudioStream` turns a received track
-back into mono int16 frames at the rate and frame size the caller asks for.
+with silence so RTP timing never stalls. Receiving is rtc/playout.py's.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ FRAME_MS = 20
 OPUS_FRAME = OPUS_RATE * FRAME_MS // 1000
 # What a live microphone may have queued after a stall before the oldest is dropped.
 LIVE_BACKLOG_MS = 40
-# Longest silence AudioStream fills in for a gap in received RTP timestamps (DTX).
-MAX_GAP_FILL_S = 5.0
 # A source-paced track sends a frame as soon as it is complete, up to this far
 # ahead of its clock, and waits this long past the clock for a late one.
 SOURCE_AHEAD_S = 0.06
@@ -222,44 +219,6 @@ class _RtpAudioTrack(MediaStreamTrack):
         if self.readyState != "live" or self._source.stopped:
             raise MediaStreamError
         return await self._source.next_frame()
-
-
-class AudioStream:
-    """Mono int16 frames of `frame_ms` at `sample_rate` from a received track."""
-
-    def __init__(self, track: MediaStreamTrack, *, sample_rate: int = OPUS_RATE, frame_ms: int = FRAME_MS):
-        self.track = track
-        self.sample_rate = sample_rate
-        self.frame_size = sample_rate * frame_ms // 1000
-        self._resampler = Resampler(sample_rate)
-        self._buf = np.zeros(0, dtype=np.int16)
-        self._next_pts: int | None = None
-        self.frames_received = 0
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self) -> AudioChunk:
-        while len(self._buf) < self.frame_size:
-            try:
-                frame = await self.track.recv()
-            except MediaStreamError:
-                raise StopAsyncIteration from None
-            self.frames_received += 1
-            self._fill_gap(frame)
-            self._buf = np.concatenate([self._buf, self._resampler.resample_frame(frame)])
-        out, self._buf = self._buf[: self.frame_size], self._buf[self.frame_size:]
-        return AudioChunk(out, self.sample_rate)
-
-    def _fill_gap(self, frame: av.AudioFrame) -> None:
-        """Senders stop sending during silence (DTX); give the caller that silence."""
-        if frame.pts is None:
-            return
-        if self._next_pts is not None:
-            gap = frame.pts - self._next_pts  # RTP clock: 48 kHz for Opus
-            if 0 < gap <= MAX_GAP_FILL_S * OPUS_RATE:
-                self._buf = np.concatenate([self._buf, np.zeros(gap * self.sample_rate // OPUS_RATE, np.int16)])
-        self._next_pts = frame.pts + frame.samples * OPUS_RATE // frame.sample_rate
 
 
 async def tone(frequency: float, *, sample_rate: int = 48000, amplitude: float = 0.3,

@@ -21,26 +21,32 @@ from aiortc.sdp import candidate_from_sdp
 
 from . import ice
 from .data import LOSSY_CHANNEL, RELIABLE_CHANNEL
+from .playout import PacketTap, attach
 
 log = logging.getLogger(__name__)
 
 SendOffer = Callable[[str, int], Awaitable[None]]
 
 
-def set_audio_prefetch(receiver, frames: int) -> None:
-    """aiortc holds 4 complete frames (80 ms) before it releases received audio;
-    the SFU already smooths the stream, so fewer frames cut the added delay."""
-    attr = "_RTCRtpReceiver__jitter_buffer"
-    if frames != 4 and isinstance(getattr(receiver, attr, None), JitterBuffer):
-        setattr(receiver, attr, JitterBuffer(capacity=16, prefetch=frames))
+_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+
+
+def install_packet_tap(receiver, min_delay: float) -> PacketTap:
+    """aiortc decodes every received audio packet into an unbounded queue, read or
+    not; ours stay encoded in a bounded jitter buffer until an AudioStream reads them."""
+    if not isinstance(getattr(receiver, _JITTER_ATTR, None), JitterBuffer):
+        raise RuntimeError("aiortc's RTCRtpReceiver no longer has the jitter buffer lkdevice replaces")
+    tap = PacketTap(min_delay=min_delay)
+    setattr(receiver, _JITTER_ATTR, tap)
+    return tap
 
 
 class PeerSession:
     def __init__(self, ice_servers: list[RTCIceServer], send_offer: SendOffer,
-                 host_addresses: list[str] | None = None, audio_prefetch: int = 1):
+                 host_addresses: list[str] | None = None, audio_delay: float = 0.02):
         self._send_offer = send_offer
         self._host_addresses = host_addresses
-        self._audio_prefetch = audio_prefetch
+        self._audio_delay = audio_delay
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         # A recvonly audio m-line first: with max-bundle the first section owns the
         # transport, and aiortc wants media sections before the data channel.
@@ -55,6 +61,14 @@ class PeerSession:
         self._held_candidates: list[dict] = []
         self._answered_once = False
         self.connected = asyncio.Event()
+
+        @self.pc.on("track")
+        def _track(track) -> None:
+            # aiortc creates the track after its receiver: tell AudioStream which tap feeds it
+            t = self.transceiver_for(track)
+            tap = getattr(t.receiver, _JITTER_ATTR, None) if t else None
+            if isinstance(tap, PacketTap):
+                attach(track, tap)
 
         @self.pc.on("connectionstatechange")
         def _state() -> None:
@@ -93,7 +107,7 @@ class PeerSession:
 
     def _add_audio_receiver(self) -> None:
         t = self.pc.addTransceiver("audio", direction="recvonly")
-        set_audio_prefetch(t.receiver, self._audio_prefetch)
+        install_packet_tap(t.receiver, self._audio_delay)
 
     def add_receivers(self, num_audios: int, num_videos: int) -> None:
         for _ in range(num_audios):

@@ -28,7 +28,8 @@ from aiortc import RTCIceServer
 from livekit.protocol import models, rtc
 
 from . import ice
-from .audio import AudioChunk, AudioStream, MicrophoneTrack
+from .audio import AudioChunk, MicrophoneTrack
+from .playout import AudioStream
 from .backoff import Backoff
 from .data import DataMessage, decode_packet, sender_identity, to_message, user_packet
 from .errors import ConnectError, Disconnected, LiveKitError, ProtocolError, TokenRejected
@@ -58,9 +59,9 @@ class RoomOptions:
     ice_host_addresses: list[str] | None = None
     # How long to keep trying to get back into the room after losing it.
     reconnect_window: float = 60.0
-    # Received audio frames held before decoding (aiortc's default is 4, 80 ms);
-    # raise it on links that reorder packets.
-    audio_prefetch: int = 1
+    # Baseline playout delay of received audio; the jitter buffer adds what the
+    # measured jitter needs and comes back to this after a burst.
+    audio_delay: float = 0.02
 
 
 def token_claims(token: str) -> dict:
@@ -230,7 +231,7 @@ class Room(EventEmitter):
             await self._signal.close()
             raise TokenRejected(0, f"joined room {self.state.name!r}, expected {self.options.room!r}")
         self._peer = PeerSession(self._ice_servers(first.join.ice_servers), self._send_offer,
-                                 self._host_addresses(), self.options.audio_prefetch)
+                                 self._host_addresses(), self.options.audio_delay)
         self._wire_peer(self._peer)
         self._signal.start()
         for t in self._local_tracks:
