@@ -49,6 +49,15 @@ def _payload_fields(payload: bytes) -> dict[str, str]:
         return {"b64": base64.b64encode(payload).decode()}
 
 
+def pick_downlink(candidates: list[tuple[str, bool]]) -> str | None:
+    """From (track sid, is an agent's) in subscription order: the newest agent track, else the newest."""
+    best: tuple[str, bool] | None = None
+    for sid, is_agent in candidates:
+        if best is None or is_agent >= best[1]:
+            best = (sid, is_agent)
+    return best[0] if best else None
+
+
 class DeviceSession:
     def __init__(self, *, codec: int, max_text: int, grace: float, device_info: dict[str, str] | None = None,
                  room_options: RoomOptions | None = None):
@@ -318,14 +327,12 @@ class DeviceSession:
     # -- downlink: to the device ------------------------------------------------------
     def _choose_downlink(self) -> None:
         """Play one track: an agent's if there is one, else the newest audio track."""
-        best: tuple[bool, str] | None = None
-        for p in self.room.remote_participants.values():
-            for sid, pub in p.tracks.items():
-                if pub.kind == "audio" and self.room.remote_track(sid) is not None:
-                    cand = (p.is_agent, sid)
-                    if best is None or cand[0] > best[0] or (cand[0] == best[0] and sid == self._downlink_sid):
-                        best = cand
-        sid = best[1] if best else None
+        candidates = []
+        for sid in self.room.subscribed_tracks():
+            found = self.room.state.find_track(sid)
+            if found is not None and found[1].kind == "audio":
+                candidates.append((sid, found[0].is_agent))
+        sid = pick_downlink(candidates)
         if sid == self._downlink_sid and self._downlink and not self._downlink.done():
             return
         if self._downlink:

@@ -384,8 +384,13 @@ class Room(EventEmitter):
     def remote_track(self, track_sid: str):
         return self._remote_tracks.get(track_sid)
 
+    def subscribed_tracks(self) -> list[str]:
+        """Sids of the tracks we receive, oldest subscription first."""
+        return list(self._remote_tracks)
+
     def audio_stream(self, track, *, sample_rate: int = 48000, frame_ms: int = 20) -> AudioStream:
-        """Decoded mono PCM from a subscribed track (or its sid) at `sample_rate`."""
+        """Mono PCM from a subscribed track (or its sid): a `frame_ms` frame at `sample_rate`
+        every `frame_ms` of wall time, concealment or silence when packets are missing."""
         if isinstance(track, str):
             track = self._remote_tracks[track]
         return AudioStream(track, sample_rate=sample_rate, frame_ms=frame_ms)
