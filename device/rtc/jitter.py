@@ -221,6 +221,13 @@ class JitterBuffer:
         self.stats["played"] += 1
         return head
 
+    def start_time(self) -> float | None:
+        """When the packet playout would start with becomes due, while playout has not started."""
+        if self._started or not self._packets:
+            return None
+        head = self._packets[min(self._packets)]
+        return self._base.value() + head.timestamp / self.clock_rate + self.target_delay
+
     def _start(self, now: float) -> bool:
         if not self._packets:
             return False

@@ -26,7 +26,6 @@ from .jitter import Frame, JitterBuffer, Lost
 
 # a playout clock this far behind (the event loop stalled) skips ahead instead of bursting
 MAX_LAG_S = 0.2
-# silence up to this long is fed through the resampler (its filter state stays continuous)
 Clock = Callable[[], float]
 
 
@@ -194,6 +193,10 @@ class AudioStream:
             self._deadline = now
         else:
             self._deadline += frame_s
+            start = self.tap.jitter.start_time()
+            if start is not None and now <= start < self._deadline:
+                # first audio: tick when it is due, not up to a frame later, and keep that phase
+                self._deadline = start
             wait = self._deadline - now
             if wait > 0:
                 await asyncio.sleep(wait)

@@ -337,7 +337,8 @@ async def test_gateway_restart_device_joins_again_with_its_refresh_token(server,
 
 
 async def test_a_device_that_stops_reading_does_not_slow_another(server, gateway, clients, peers, room_name):
-    peer = await peers("agent", server.url, room_name)
+    # an agent: the gateway plays an agent's track over the newer (silent) one of the stuck device
+    peer = await peers("agent", server.url, room_name, kind="agent")
     playing = await peer.publish_tone(1000)
     good = await joined_device(clients, gateway, room_name, identity="good")
     stuck = await joined_device(clients, gateway, room_name, identity="stuck")

@@ -194,3 +194,13 @@ def test_reset_forgets_the_old_stream():
     jb.push(100, 12345, b"x", 1.0)
     out = [jb.pop(1.0 + n * TICK) for n in range(4)]
     assert any(isinstance(o, Frame) and o.payload == b"x" for o in out)
+
+
+def test_start_time_is_the_first_packets_arrival_plus_the_target():
+    jb = JitterBuffer()
+    assert jb.start_time() is None
+    jb.push(*packet(0), 1.0)
+    assert jb.start_time() == pytest.approx(1.0 + jb.min_delay)
+    assert isinstance(jb.pop(1.0 + jb.min_delay - 0.001), Silence)
+    assert isinstance(jb.pop(1.0 + jb.min_delay), Frame)
+    assert jb.start_time() is None
