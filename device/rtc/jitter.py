@@ -202,7 +202,7 @@ class JitterBuffer:
         self._trim()
         head = self._head()
         if head is None:  # underrun: a pause or a loss, we cannot tell yet
-            return self._missing(self._frame, known_lost=False)
+            return self._missing(self._frame, now, None, known_lost=False)
         gap = head.timestamp - self._next_ts
         if gap > self._max_gap:
             self.restart()
@@ -211,8 +211,8 @@ class JitterBuffer:
             # seq continues across a jump in RTP time: the sender paused (DTX); else packets are missing
             n = min(gap, self._frame)
             if head.seq == self._next_seq:
-                return self._silence(n)
-            return self._missing(n, known_lost=True)
+                return self._silence(n, now, gap - n)
+            return self._missing(n, now, gap - n, known_lost=True)
         del self._packets[head.seq]
         self._next_seq = head.seq + 1
         self._next_ts = head.timestamp + head.samples  # a late packet moves playout back: a stretch
@@ -268,19 +268,31 @@ class JitterBuffer:
         if head is not None:
             self._next_seq, self._next_ts = head.seq, head.timestamp
 
-    def _missing(self, n: int, *, known_lost: bool) -> Playout:
-        self._next_ts += n
+    def _missing(self, n: int, now: float, skippable: int | None, *, known_lost: bool) -> Playout:
         if known_lost:
             self.stats["lost"] += 1
         if self._audible and self._missing_run < self.conceal_limit:
+            self._next_ts += n
             self._missing_run += 1
             self.stats["concealed"] += 1
             return Lost(n)
-        return self._silence(n, advance=False)
+        return self._silence(n, now, skippable)
 
-    def _silence(self, n: int, *, advance: bool = True) -> Silence:
-        if advance and self._started:
-            self._next_ts += n
+    def _silence(self, n: int, now: float | None = None, skippable: int | None = None) -> Silence:
+        if self._started:
+            self._next_ts += n + self._excess(now, skippable)
         self._audible = False
         self.stats["silence"] += 1
         return Silence(n)
+
+    def _excess(self, now: float | None, skippable: int | None) -> int:
+        """Delay beyond the target that silence can give back (a late packet stretched playout):
+        skipping silence loses nothing, so do it here rather than cut audio. At most a frame
+        per frame, and never past the next packet."""
+        if now is None:
+            return 0
+        extra = int((self.current_delay(now) - self.target_delay) * self.clock_rate) - self._frame // 2
+        if extra <= 0:
+            return 0
+        extra = min(extra, self._frame)
+        return extra if skippable is None else min(extra, skippable)

@@ -204,3 +204,19 @@ def test_start_time_is_the_first_packets_arrival_plus_the_target():
     assert isinstance(jb.pop(1.0 + jb.min_delay - 0.001), Silence)
     assert isinstance(jb.pop(1.0 + jb.min_delay), Frame)
     assert jb.start_time() is None
+
+
+def test_a_delay_stretched_by_late_packets_comes_back_in_the_next_pause():
+    # a 45 ms delay spike stretches playout (the late packets are played, not cut);
+    # the sender's next pause (DTX) is where the extra delay is given back, for free
+    jb = JitterBuffer()
+    arr = steady(100)
+    for i in range(40, 50):
+        arr[i] += 0.045
+    extra = {}
+    for i in range(60, 100):  # a 1 s pause after packet 59
+        arr[i] += 1.0
+        extra[i] = 50 * F
+    out = run(jb, arr, 160, ts_extra=extra)
+    assert played(out) == list(range(100))
+    assert jb.current_delay(159 * TICK) < jb.min_delay + 0.01  # as before the spike
