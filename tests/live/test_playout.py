@@ -11,7 +11,6 @@ from livekit import rtc
 
 from tests.audio_checks import tone_frames
 
-from .conftest import token
 from .test_gateway import clients, joined_device  # noqa: F401  (fixture)
 
 
@@ -47,7 +46,7 @@ async def pausing_tone(peer, frequency: float, *, pause_at: float, pause_for: fl
 
 
 async def test_gateway_memory_stays_flat_with_three_other_publishers(server, gateway, clients, peers, room_name):
-    dev = await joined_device(clients, gateway, room_name)
+    await joined_device(clients, gateway, room_name)
     players = []
     try:
         for name in ("alice", "bob", "carol"):

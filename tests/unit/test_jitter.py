@@ -150,7 +150,7 @@ def test_late_burst_after_an_outage_is_played_then_the_delay_shrinks_back():
     arr = steady(300)
     for i in range(100, 125):
         arr[i] = 125 * TICK + 0.0005
-    out = run(jb, arr, 320)
+    run(jb, arr, 320)
     assert jb.current_delay(319 * TICK) < jb.min_delay + 2 * TICK
     # the buffer never held more than its bound
     assert jb.stats["max_held"] <= jb.capacity
