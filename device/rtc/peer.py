@@ -76,18 +76,30 @@ class PeerSession:
                 self.connected.set()
 
     # -- negotiation --------------------------------------------------------------
+    @property
+    def offer_outstanding(self) -> bool:
+        return self._awaiting_answer is not None and not self._awaiting_answer.done()
+
     async def negotiate(self) -> None:
         """Send a fresh offer; if one is in flight, send another once it is answered."""
-        if self._awaiting_answer is not None and not self._awaiting_answer.done():
-            self._renegotiate = True
-            return
         async with self._lock:
+            if self.offer_outstanding:
+                self._renegotiate = True
+                return
             self._offer_id += 1
             offer = await self.pc.createOffer()
             with ice.host_addresses(self._host_addresses):
                 await self.pc.setLocalDescription(offer)
             self._awaiting_answer = asyncio.get_running_loop().create_future()
             await self._send_offer(self.pc.localDescription.sdp, self._offer_id)
+
+    async def resend_offer(self) -> None:
+        """Send the unanswered offer again: its answer, or the offer itself, died
+        with a signal socket, and until one arrives every later offer waits."""
+        async with self._lock:
+            if self.offer_outstanding and self.pc.localDescription is not None:
+                log.info("sending offer %d again", self._offer_id)
+                await self._send_offer(self.pc.localDescription.sdp, self._offer_id)
 
     async def apply_answer(self, sdp: str, answer_id: int, mid_to_track_id: dict[str, str]) -> None:
         if answer_id and answer_id != self._offer_id:

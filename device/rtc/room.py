@@ -31,13 +31,18 @@ from . import ice
 from .audio import AudioChunk, MicrophoneTrack
 from .playout import AudioStream
 from .backoff import Backoff
+from .lifecycle import (
+    AbortAttempt, Action, AnswerReceived, AttemptFailed, Close, CloseRequested, ConnectRequested, Emit,
+    JoinSucceeded, LeaveReceived, MediaFailed, OfferSent, ResendOffer, ResumeRefused, ResumeSucceeded,
+    ScheduleRetry, SessionLifecycle, SignalLost, StartJoin, StartRejoin, StartResume, TokenRefreshed,
+)
 from .data import DataMessage, decode_packet, sender_identity, to_message, user_packet
-from .errors import ConnectError, Disconnected, LiveKitError, ProtocolError, TokenRejected
+from .errors import ConnectError, Disconnected, ProtocolError, TokenRejected
 from .events import EventEmitter
 from .peer import PeerSession
 from .rpc import DEFAULT_RESPONSE_TIMEOUT, RpcEndpoint, RpcFallback, RpcHandler
 from .signal_connection import SignalConnection
-from .signaling import DisconnectReason, JoinOptions, LeaveAction, ReconnectReason, SignalProtocol, join_query
+from .signaling import DisconnectReason, JoinOptions, ReconnectReason, SignalProtocol, join_query
 from .state import Participant, RoomState, TrackPublication
 from .streams import StreamHandler, TextStreamAssembler
 
@@ -57,8 +62,12 @@ class RoomOptions:
     # Host addresses offered for ICE; None: loopback only when the server is on
     # loopback, otherwise every interface.
     ice_host_addresses: list[str] | None = None
-    # How long to keep trying to get back into the room after losing it.
-    reconnect_window: float = 60.0
+    # How long to keep trying to get back into the room after losing it; None:
+    # until disconnect() (a device has nobody to press "rejoin"). A refused
+    # token ends the session whatever this says.
+    reconnect_window: float | None = None
+    # Longest wait between reconnect attempts (full jitter below it).
+    reconnect_max_delay: float = 10.0
     # Baseline playout delay of received audio; the jitter buffer adds what the
     # measured jitter needs and comes back to this after a burst.
     audio_delay: float = 0.02
@@ -116,8 +125,15 @@ class Room(EventEmitter):
         super().__init__()
         self.options = options or RoomOptions()
         self.state = RoomState()
-        self.connection_state = "disconnected"
-        self.disconnect_reason: str | None = None
+        self._lifecycle = SessionLifecycle(
+            window=self.options.reconnect_window,
+            attempt_timeout=4 * self.options.connect_timeout + 10,
+            backoff=Backoff(maximum=self.options.reconnect_max_delay),
+        )
+        self._attempt: tuple[int, asyncio.Task] | None = None
+        self._attempt_error: BaseException | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._live_signal: SignalConnection | None = None  # the one whose loss matters
         self._url = ""
         self._token = ""
         self._protocol = SignalProtocol()
@@ -130,11 +146,20 @@ class Room(EventEmitter):
         self._publish_waiters: dict[str, asyncio.Future] = {}
         self._remote_tracks: dict[str, object] = {}  # track sid -> aiortc track
         self._unresolved_tracks: dict[str, object] = {}
-        self._reconnect_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._lifecycle_tasks: set[asyncio.Task] = set()
         self._closed = asyncio.Event()
 
     # -- read-only views ----------------------------------------------------------
+    @property
+    def connection_state(self) -> str:
+        """disconnected, connecting, connected or reconnecting."""
+        return self._lifecycle.state
+
+    @property
+    def disconnect_reason(self) -> str | None:
+        return self._lifecycle.reason
+
     @property
     def name(self) -> str:
         return self.state.name
@@ -182,15 +207,21 @@ class Room(EventEmitter):
             if granted != self.options.room:
                 raise TokenRejected(0, f"token grants room {granted!r}, not {self.options.room!r}")
         self._url, self._token = url, token
-        self.connection_state = "connecting"
+        self._attempt_error = None
+        await self._handle(ConnectRequested())
+        if self._attempt is None:
+            raise ConnectError(f"cannot connect a room that is {self.connection_state}")
+        attempt, task = self._attempt
         try:
-            await self._join(rejoin=False)
-        except BaseException:
-            self.connection_state = "disconnected"
-            await self._teardown()
-            raise
-        self.connection_state = "connected"
-        self.emit("connected")
+            await task
+        except asyncio.CancelledError:
+            if self.connection_state == "connecting":  # our caller cancelled connect()
+                await self._handle(AttemptFailed(attempt, "connect() was cancelled"))
+                raise
+        if self.connection_state == "disconnected":
+            if self._attempt_error is not None:
+                raise self._attempt_error
+            raise ConnectError(self.disconnect_reason or "could not join")
 
     def _host_addresses(self) -> list[str] | None:
         if self.options.ice_host_addresses is not None:
@@ -209,10 +240,19 @@ class Room(EventEmitter):
         return []
 
     async def _open_signal(self, query: str) -> rtc.SignalResponse:
-        signal = SignalConnection(self._protocol, self._on_signal, self._on_signal_lost)
-        first = await signal.open(self._url, self.token, query, self.options.connect_timeout)
+        signal = SignalConnection(self._protocol, self._on_signal,
+                                  lambda reason: self._on_signal_lost(signal, reason))
+        try:
+            first = await signal.open(self._url, self.token, query, self.options.connect_timeout)
+        except BaseException:
+            signal.abort()  # an attempt cancelled half way must not leave a socket behind
+            raise
         self._signal = signal
         return first
+
+    def _start_signal(self) -> None:
+        self._live_signal = self._signal
+        self._signal.start()
 
     async def _join(self, rejoin: bool) -> None:
         """A full join: new signal session, new peer connection, republish our tracks."""
@@ -233,7 +273,7 @@ class Room(EventEmitter):
         self._peer = PeerSession(self._ice_servers(first.join.ice_servers), self._send_offer,
                                  self._host_addresses(), self.options.audio_delay)
         self._wire_peer(self._peer)
-        self._signal.start()
+        self._start_signal()
         for t in self._local_tracks:
             t.sid = ""
             t.published.clear()
@@ -258,8 +298,9 @@ class Room(EventEmitter):
 
         @peer.pc.on("connectionstatechange")
         def _on_state() -> None:
-            if peer is self._peer and peer.pc.connectionState == "failed" and self.connection_state == "connected":
-                self._start_reconnect("media connection failed", resume=False)
+            if peer is self._peer and peer.pc.connectionState == "failed":
+                log.info("media connection failed")
+                self._spawn_lifecycle(self._handle(MediaFailed()))
 
         for channel in (peer.reliable, peer.lossy):
             channel.on("message", self._on_data)
@@ -276,6 +317,8 @@ class Room(EventEmitter):
         await self._signal.send(data)
 
     async def _send_offer(self, sdp: str, offer_id: int) -> None:
+        # recorded before sending: an offer lost with the socket is sent again after a resume
+        await self._handle(OfferSent(offer_id))
         await self._send(self._protocol.offer(sdp, offer_id))
 
     def _emit_all(self, events) -> None:
@@ -295,6 +338,7 @@ class Room(EventEmitter):
         kind = msg.WhichOneof("message")
         if kind == "answer":
             await self._peer.apply_answer(msg.answer.sdp, msg.answer.id, dict(msg.answer.mid_to_track_id))
+            await self._handle(AnswerReceived(msg.answer.id))
             self._remap_tracks()
         elif kind == "trickle":
             await self._peer.add_trickle(msg.trickle.candidateInit, msg.trickle.final)
@@ -320,31 +364,27 @@ class Room(EventEmitter):
                     t.track.muted = msg.mute.muted
             self._emit_all(self.state.apply_mute(msg.mute.sid, msg.mute.muted))
         elif kind == "leave":
-            await self._on_leave(msg.leave)
+            leave = msg.leave
+            log.info("server sent leave (action %s, reason %s)", leave.action, DisconnectReason.Name(leave.reason))
+            await self._handle(LeaveReceived(leave.action, DisconnectReason.Name(leave.reason)))
         elif kind == "request_response":
             rr = msg.request_response
             if rr.reason != rtc.RequestResponse.Reason.OK:
                 log.warning("server refused request %d: %s %s", rr.request_id,
                             rtc.RequestResponse.Reason.Name(rr.reason), rr.message)
         elif kind == "refresh_token":
-            self.emit("token_refreshed", msg.refresh_token)
+            await self._handle(TokenRefreshed(msg.refresh_token))
         elif kind == "track_unpublished":
             for t in self._local_tracks:
                 if t.sid == msg.track_unpublished.track_sid:
                     t.sid = ""
 
-    async def _on_leave(self, leave: rtc.LeaveRequest) -> None:
-        reason = DisconnectReason.Name(leave.reason)
-        if leave.action == LeaveAction.RESUME:
-            self._start_reconnect(f"server asked to resume ({reason})", resume=True)
-        elif leave.action == LeaveAction.RECONNECT:
-            self._start_reconnect(f"server asked to reconnect ({reason})", resume=False)
-        else:
-            await self._close(reason)
-
-    async def _on_signal_lost(self, reason: str) -> None:
-        if self.connection_state == "connected":
-            self._start_reconnect(reason, resume=True)
+    async def _on_signal_lost(self, signal: SignalConnection, reason: str) -> None:
+        if signal is not self._live_signal:
+            return  # a socket an attempt already replaced
+        self._live_signal = None
+        log.info("signal connection lost: %s", reason)
+        await self._handle(SignalLost(reason))
 
     # -- remote tracks ----------------------------------------------------------------
     def _track_arrived(self, peer: PeerSession, track) -> None:
@@ -541,46 +581,107 @@ class Room(EventEmitter):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- reconnect ----------------------------------------------------------------------
-    def _start_reconnect(self, reason: str, resume: bool) -> None:
-        if self._reconnect_task and not self._reconnect_task.done():
-            return
-        if self.connection_state != "connected":
-            return
-        log.info("connection lost (%s); %s", reason, "resuming" if resume else "rejoining")
-        self.connection_state = "reconnecting"
-        self.emit("reconnecting", "resume" if resume else "rejoin")
-        self._reconnect_task = asyncio.ensure_future(self._reconnect(reason, resume))
+    # -- the lifecycle: feed it events, perform its actions -------------------------------
+    async def _handle(self, event) -> None:
+        await self._perform(self._lifecycle.handle(event, time.monotonic()))
 
-    async def _reconnect(self, reason: str, resume: bool) -> None:
-        backoff = Backoff()
-        deadline = time.monotonic() + self.options.reconnect_window
-        while time.monotonic() < deadline and self.connection_state == "reconnecting":
-            try:
-                if resume and self._peer is not None and self._peer.pc.connectionState == "connected":
-                    if await self._try_resume():
-                        self.connection_state = "connected"
-                        self.emit("reconnected", "resume")
-                        return
-                    resume = False  # the server no longer knows this session
-                    continue
+    def _spawn_lifecycle(self, coro) -> None:
+        # not in self._tasks: teardown must not cancel the task performing the close
+        task = asyncio.ensure_future(coro)
+        self._lifecycle_tasks.add(task)
+        task.add_done_callback(self._lifecycle_tasks.discard)
+
+    async def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, (StartJoin, StartResume, StartRejoin)):
+                self._start_attempt(action)
+            elif isinstance(action, AbortAttempt):
+                self._abort_attempt(action.attempt, action.reason)
+            elif isinstance(action, ResendOffer):
+                if self._peer is not None:
+                    self._spawn(self._peer.resend_offer())
+            elif isinstance(action, ScheduleRetry):
+                log.info("next %s attempt in %.1fs", action.attempt_kind, action.delay)
+            elif isinstance(action, Close):
+                await self._perform_close(action.reason)
+            elif isinstance(action, Emit):
+                self.emit(action.name, *action.args)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self._lifecycle.next_deadline()
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+
+        async def fire() -> None:
+            await self._perform(self._lifecycle.handle_timer(time.monotonic()))
+
+        self._spawn_lifecycle(fire())
+
+    def _start_attempt(self, action) -> None:
+        if isinstance(action, StartResume):
+            log.info("resuming the session (attempt %d)", action.attempt)
+            coro = self._resume_attempt(action.attempt)
+        else:
+            rejoin = isinstance(action, StartRejoin)
+            if rejoin:
+                log.info("rejoining the room (attempt %d)", action.attempt)
+            coro = self._join_attempt(action.attempt, rejoin)
+        self._live_signal = None  # the old socket's end is old news now
+        self._attempt = (action.attempt, asyncio.ensure_future(coro))
+
+    def _abort_attempt(self, attempt: int, reason: str) -> None:
+        if self._attempt is None or self._attempt[0] != attempt:
+            return
+        task = self._attempt[1]
+        if task is not asyncio.current_task() and not task.done():
+            log.info("abandoning attempt %d: %s", attempt, reason)
+            task.cancel()
+
+    async def _join_attempt(self, attempt: int, rejoin: bool) -> None:
+        try:
+            if rejoin:
                 await self._close_session()
-                await self._join(rejoin=True)
-                self.connection_state = "connected"
-                self.emit("reconnected", "rejoin")
-                return
-            except TokenRejected as exc:
-                await self._close(f"token rejected while reconnecting: {exc.reason}")
-                return
-            except (LiveKitError, OSError) as exc:
-                delay = backoff.next_delay()
-                log.info("reconnect attempt failed (%s); next in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-        if self.connection_state == "reconnecting":
-            await self._close(f"could not reconnect within {self.options.reconnect_window:.0f}s: {reason}")
+            await self._join(rejoin=rejoin)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure is a failed attempt, never the end of the loop
+            self._attempt_error = exc
+            await self._attempt_failed(attempt, exc)
+            return
+        await self._handle(JoinSucceeded(attempt))
 
-    async def _try_resume(self) -> bool:
-        """Reopen signaling for the same participant; the peer connection stays up."""
+    async def _resume_attempt(self, attempt: int) -> None:
+        try:
+            refused = await self._try_resume()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._attempt_failed(attempt, exc)
+            return
+        if refused is not None:
+            log.info("server refused to resume the session (%s)", refused)
+            await self._handle(ResumeRefused(attempt, refused))
+        else:
+            await self._handle(ResumeSucceeded(attempt))
+
+    async def _attempt_failed(self, attempt: int, exc: Exception) -> None:
+        event = AttemptFailed.from_exception(attempt, exc)
+        if self.connection_state == "reconnecting":
+            log.info("reconnect attempt %d failed: %s", attempt, event.error)
+        await self._handle(event)
+
+    async def _try_resume(self) -> str | None:
+        """Reopen signaling for the same participant; the peer connection stays up.
+
+        Returns None once resumed, else why the server refused."""
         if self._signal is not None:
             await self._signal.close()
         opts = JoinOptions(auto_subscribe=self.options.auto_subscribe)
@@ -590,9 +691,11 @@ class Room(EventEmitter):
         kind = first.WhichOneof("message")
         if kind != "reconnect":
             await self._signal.close()
-            return False
-        self._signal.start()
-        return True
+            if kind == "leave":
+                return DisconnectReason.Name(first.leave.reason)
+            return f"answered with {kind}"
+        self._start_signal()
+        return None
 
     async def _close_session(self) -> None:
         if self._signal is not None:
@@ -610,26 +713,29 @@ class Room(EventEmitter):
 
     # -- leave ----------------------------------------------------------------------------
     async def disconnect(self) -> None:
-        """Leave the room; the others see us go with reason CLIENT_INITIATED."""
+        """Leave the room; the others see us go with reason CLIENT_INITIATED.
+
+        While reconnecting this stops the attempts at once."""
         if self.connection_state == "disconnected":
             return
-        if self._signal is not None:
+        if self._signal is not None and self._live_signal is self._signal:
             try:
-                await self._signal.send(self._protocol.leave())
+                await asyncio.wait_for(self._signal.send(self._protocol.leave()), 2)
             except Exception:
                 pass
-        await self._close("CLIENT_INITIATED")
+        await self._handle(CloseRequested("CLIENT_INITIATED"))
 
-    async def _close(self, reason: str) -> None:
-        if self.connection_state == "disconnected":
-            return
-        self.connection_state = "disconnected"
-        self.disconnect_reason = reason
-        if self._reconnect_task and self._reconnect_task is not asyncio.current_task():
-            self._reconnect_task.cancel()
+    async def _perform_close(self, reason: str) -> None:
+        if self._attempt is not None:
+            task = self._attempt[1]
+            self._attempt = None
+            if task is not asyncio.current_task() and not task.done():
+                task.cancel()
+                # let it unwind before we tear down what it may be building
+                await asyncio.wait([task], timeout=2)
+        self._live_signal = None
         await self._teardown()
         self._closed.set()
-        self.emit("disconnected", reason)
 
     async def _teardown(self) -> None:
         self._rpc.close()

@@ -99,26 +99,22 @@ class SignalConnection:
                 await self._on_message(msg)
         except websockets.exceptions.ConnectionClosed as exc:
             reason = f"signal socket closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
-        except asyncio.CancelledError:
-            return
         except Exception as exc:  # a handler bug must not silently kill the session
             log.exception("signal handling failed")
             reason = f"signal handling failed: {exc}"
         await self._lost(reason)
 
     async def _keepalive(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(self.protocol.ping_interval)
-                if self.protocol.ping_timed_out():
-                    await self._lost(f"no message from server for {self.protocol.ping_timeout:.0f}s")
-                    return
-                try:
-                    await self.send(self.protocol.ping())
-                except websockets.exceptions.ConnectionClosed:
-                    return  # the reader reports it
-        except asyncio.CancelledError:
-            return
+        # cancellation (close, or the reader reporting the loss) propagates
+        while True:
+            await asyncio.sleep(self.protocol.ping_interval)
+            if self.protocol.ping_timed_out():
+                await self._lost(f"no message from server for {self.protocol.ping_timeout:.0f}s")
+                return
+            try:
+                await self.send(self.protocol.ping())
+            except websockets.exceptions.ConnectionClosed:
+                return  # the reader reports it
 
     async def _lost(self, reason: str) -> None:
         if self._closing:

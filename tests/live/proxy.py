@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 
 class TcpRelay:
@@ -14,6 +15,9 @@ class TcpRelay:
         self._links: set[asyncio.StreamWriter] = set()
         self._frozen: set[asyncio.StreamWriter] = set()
         self.connections = 0
+        # Given a connection's first request bytes, True: end that connection as
+        # soon as the server's first WebSocket message has passed (a flapping link).
+        self.cut_after_first_message: Callable[[bytes], bool] | None = None
 
     async def start(self) -> "TcpRelay":
         self._server = await asyncio.start_server(self._handle, self.host, 0)
@@ -32,6 +36,8 @@ class TcpRelay:
             writer.transport.abort()
             return
         self._links |= {writer, up_writer}
+        cut_check = self.cut_after_first_message
+        cut_here: list[bool] = []
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
@@ -45,8 +51,41 @@ class TcpRelay:
             finally:
                 dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        async def upstream() -> None:
+            head = await reader.read(65536)
+            if head:
+                cut_here.append(bool(cut_check and cut_check(head)))
+                up_writer.write(head)
+            await pipe(reader, up_writer)
+
+        async def downstream() -> None:
+            while not cut_here:
+                await asyncio.sleep(0.001)
+            if cut_here[0]:
+                await self._forward_first_message(up_reader, writer)
+                writer.close()  # a FIN after the message, so the client reads it first
+                up_writer.transport.abort()
+                return
+            await pipe(up_reader, writer)
+
+        await asyncio.gather(upstream(), downstream())
         self._links -= {writer, up_writer}
+
+    @staticmethod
+    async def _forward_first_message(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        """The HTTP upgrade response, then exactly one (unmasked) WebSocket frame."""
+        dst.write(await src.readuntil(b"\r\n\r\n"))
+        head = await src.readexactly(2)
+        size = head[1] & 0x7F
+        ext = b""
+        if size == 126:
+            ext = await src.readexactly(2)
+            size = int.from_bytes(ext, "big")
+        elif size == 127:
+            ext = await src.readexactly(8)
+            size = int.from_bytes(ext, "big")
+        dst.write(head + ext + await src.readexactly(size))
+        await dst.drain()
 
     def freeze(self) -> None:
         """Existing connections stay open but carry nothing, as behind a dead router."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import time
+import urllib.parse
 
 import pytest
 
@@ -12,6 +14,7 @@ import lkdevice
 from lkdevice import RoomOptions, ServerUnreachable, TokenRejected
 from lkdevice.host_tools.livekit_server import LocalServer
 from lkdevice.host_tools.tokens import mint_token
+from livekit.protocol import rtc as lkrtc
 from tests.audio_checks import tone_frames
 
 from .conftest import server_config, token
@@ -165,3 +168,74 @@ async def test_rejoin_after_the_join_token_expired_uses_the_refresh_token(own_se
         assert await asyncio.wait_for(outcome.get(), 30) == "rejoin"
     finally:
         await dev.disconnect()
+
+
+async def test_offer_lost_with_the_signal_link_is_answered_after_resume(server, room_name, peers):
+    agent = await peers("agent", server.url, room_name)
+    relay = await TcpRelay(server.config.port).start()
+    dev = await lkdevice.connect(relay.url, token("device", room_name))
+    try:
+        states: asyncio.Queue = asyncio.Queue()
+        dev.on("reconnected", states.put_nowait)
+        # the server's answer to our publish offer is in the bytes the dying link loses
+        answer_lost = asyncio.Event()
+        deliver = dev._signal._on_message
+
+        async def lose_answers(msg):
+            if msg.WhichOneof("message") == "answer":
+                answer_lost.set()
+                return
+            await deliver(msg)
+
+        dev._signal._on_message = lose_answers
+        await dev.publish_audio(lkdevice.tone(440), name="first")
+        await asyncio.wait_for(answer_lost.wait(), 5)
+        relay.cut()
+        assert await asyncio.wait_for(states.get(), 10) == "resume"
+
+        await dev.publish_audio(lkdevice.tone(660), name="second")
+        for name in ("first", "second"):
+            track, pub, who = await agent.expect(
+                "track_subscribed", lambda t, pub, p, name=name: p.identity == "device" and pub.name == name)
+        frames = await agent.record(track, 1.0)
+        assert tone_frames(frames, 48000, 660) >= 0.9 * 50
+    finally:
+        await dev.disconnect()
+        await relay.close()
+
+
+def _fresh_join(request_head: bytes) -> bool:
+    """Is this signal request a full join (not a resume)?"""
+    target = request_head.split(b" ", 2)[1].decode()
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
+    wrapped = lkrtc.WrappedJoinRequest.FromString(base64.urlsafe_b64decode(query["join_request"][0]))
+    return not lkrtc.JoinRequest.FromString(wrapped.join_request).reconnect
+
+
+async def test_rejoin_attempt_cut_mid_join_is_retried(own_server, room_name):
+    relay = await TcpRelay(own_server.config.port).start()
+    dev = await lkdevice.connect(relay.url, token("device", room_name))
+    try:
+        outcome: asyncio.Queue = asyncio.Queue()
+        dev.on("reconnected", outcome.put_nowait)
+        dev.on("disconnected", lambda reason: outcome.put_nowait(f"disconnected: {reason}"))
+        await dev.publish_audio(lkdevice.tone(440))
+        cut: list[bytes] = []
+
+        def cut_first_rejoin(head: bytes) -> bool:
+            # the socket ends right after the join response, while we republish:
+            # the attempt fails with websockets' ConnectionClosed, not a LiveKitError
+            if not cut and _fresh_join(head):
+                cut.append(head)
+                return True
+            return False
+
+        relay.cut_after_first_message = cut_first_rejoin
+        await asyncio.to_thread(own_server.restart)
+        assert await asyncio.wait_for(outcome.get(), 30) == "rejoin"
+        assert cut, "no rejoin attempt was cut"
+        assert dev.connection_state == "connected"
+        await dev.set_attributes({"battery": "80"})  # signaling works
+    finally:
+        await dev.disconnect()
+        await relay.close()
