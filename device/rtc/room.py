@@ -202,6 +202,8 @@ class Room(EventEmitter):
 
     # -- connect ------------------------------------------------------------------
     async def connect(self, url: str, token: str) -> None:
+        if self.connection_state != "disconnected":
+            raise ConnectError(f"already {self.connection_state}")
         if self.options.room is not None:
             granted = (token_claims(token).get("video") or {}).get("room")
             if granted != self.options.room:
@@ -209,8 +211,6 @@ class Room(EventEmitter):
         self._url, self._token = url, token
         self._attempt_error = None
         await self._handle(ConnectRequested())
-        if self._attempt is None:
-            raise ConnectError(f"cannot connect a room that is {self.connection_state}")
         attempt, task = self._attempt
         try:
             await task
@@ -598,8 +598,7 @@ class Room(EventEmitter):
             elif isinstance(action, AbortAttempt):
                 self._abort_attempt(action.attempt, action.reason)
             elif isinstance(action, ResendOffer):
-                if self._peer is not None:
-                    self._spawn(self._peer.resend_offer())
+                self._spawn(self._resend_offer())
             elif isinstance(action, ScheduleRetry):
                 log.info("next %s attempt in %.1fs", action.attempt_kind, action.delay)
             elif isinstance(action, Close):
@@ -607,6 +606,13 @@ class Room(EventEmitter):
             elif isinstance(action, Emit):
                 self.emit(action.name, *action.args)
         self._arm_timer()
+
+    async def _resend_offer(self) -> None:
+        try:
+            if self._peer is not None:
+                await self._peer.resend_offer()
+        except Exception as exc:  # the link died again: the next resume sends it again
+            log.info("could not resend the offer: %s", exc)
 
     def _arm_timer(self) -> None:
         if self._timer is not None:

@@ -239,3 +239,35 @@ async def test_rejoin_attempt_cut_mid_join_is_retried(own_server, room_name):
     finally:
         await dev.disconnect()
         await relay.close()
+
+
+async def test_disconnect_while_the_server_is_gone_stops_the_attempts(server, room_name):
+    relay = await TcpRelay(server.config.port).start()
+    dev = await lkdevice.connect(relay.url, token("device", room_name), RoomOptions(reconnect_max_delay=0.5))
+    try:
+        ended: list[str] = []
+        dev.on("disconnected", ended.append)
+        reconnecting = asyncio.Event()
+        dev.on("reconnecting", lambda kind: reconnecting.set())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            relay.target_port = s.getsockname()[1]  # nothing listens there: the server is gone
+        relay.cut()
+        await asyncio.wait_for(reconnecting.wait(), 5)
+        async def attempts(n: int) -> None:
+            while relay.connections < n:
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(attempts(4), 20)  # the first connection plus three failed attempts
+        assert dev.connection_state == "reconnecting"
+
+        started = time.monotonic()
+        await dev.disconnect()
+        assert time.monotonic() - started < 1
+        assert ended == ["CLIENT_INITIATED"] and dev.connection_state == "disconnected"
+        tried = relay.connections
+        await asyncio.sleep(2)
+        assert relay.connections == tried  # no attempt after the close
+        assert ended == ["CLIENT_INITIATED"]
+    finally:
+        await dev.disconnect()
+        await relay.close()
