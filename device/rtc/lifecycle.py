@@ -167,7 +167,6 @@ class SessionLifecycle:
 
     state: str = field(default="disconnected", init=False)
     reason: str | None = field(default=None, init=False)  # why the session ended
-    attempts_made: int = field(default=0, init=False)  # in the current outage
     _attempt: int = field(default=0, init=False)  # the newest attempt's number
     _attempt_kind: str | None = field(default=None, init=False)  # in flight: "join", "resume", "rejoin"
     _attempt_deadline: float | None = field(default=None, init=False)
@@ -331,8 +330,6 @@ class SessionLifecycle:
         self._attempt_kind = kind
         self._attempt_deadline = now + self.attempt_timeout
         self._next_kind = kind
-        if kind != "join":
-            self.attempts_made += 1
         if kind in ("join", "rejoin"):
             self._offer = None  # a new peer connection: old offers are moot
         return {"join": StartJoin, "resume": StartResume, "rejoin": StartRejoin}[kind](self._attempt)
@@ -345,7 +342,6 @@ class SessionLifecycle:
         self.state = "reconnecting"
         self._lost_at = now
         self._lost_reason = reason
-        self.attempts_made = 0
         self.backoff.reset()
         return [Emit("reconnecting", (kind,)), self._start(kind, now)]
 
