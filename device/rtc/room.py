@@ -45,6 +45,7 @@ from .signal_connection import SignalConnection
 from .signaling import DisconnectReason, JoinOptions, ReconnectReason, SignalProtocol, join_query
 from .state import Participant, RoomState, TrackPublication
 from .streams import StreamHandler, TextStreamAssembler
+from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,9 @@ class Room(EventEmitter):
         self._remote_tracks: dict[str, object] = {}  # track sid -> aiortc track
         self._unresolved_tracks: dict[str, object] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._lifecycle_tasks: set[asyncio.Task] = set()
+        # attempts, timer firings, media-failure reports: not cancelled by the
+        # teardown, which may itself run in one of them
+        self._lifecycle_tasks = TaskSet(log, limit=16)
         self._closed = asyncio.Event()
 
     # -- read-only views ----------------------------------------------------------
@@ -300,7 +303,7 @@ class Room(EventEmitter):
         def _on_state() -> None:
             if peer is self._peer and peer.pc.connectionState == "failed":
                 log.info("media connection failed")
-                self._spawn_lifecycle(self._handle(MediaFailed()))
+                self._spawn_lifecycle(self._handle(MediaFailed()), "media failure report")
 
         for channel in (peer.reliable, peer.lossy):
             channel.on("message", self._on_data)
@@ -585,11 +588,8 @@ class Room(EventEmitter):
     async def _handle(self, event) -> None:
         await self._perform(self._lifecycle.handle(event, time.monotonic()))
 
-    def _spawn_lifecycle(self, coro) -> None:
-        # not in self._tasks: teardown must not cancel the task performing the close
-        task = asyncio.ensure_future(coro)
-        self._lifecycle_tasks.add(task)
-        task.add_done_callback(self._lifecycle_tasks.discard)
+    def _spawn_lifecycle(self, coro, what: str) -> None:
+        self._lifecycle_tasks.spawn(coro, what)
 
     async def _perform(self, actions: list[Action]) -> None:
         for action in actions:
@@ -629,7 +629,7 @@ class Room(EventEmitter):
         async def fire() -> None:
             await self._perform(self._lifecycle.handle_timer(time.monotonic()))
 
-        self._spawn_lifecycle(fire())
+        self._spawn_lifecycle(fire(), "lifecycle timer")
 
     def _start_attempt(self, action) -> None:
         if isinstance(action, StartResume):
@@ -641,7 +641,8 @@ class Room(EventEmitter):
                 log.info("rejoining the room (attempt %d)", action.attempt)
             coro = self._join_attempt(action.attempt, rejoin)
         self._live_signal = None  # the old socket's end is old news now
-        self._attempt = (action.attempt, asyncio.ensure_future(coro))
+        task = self._lifecycle_tasks.spawn(coro, f"connection attempt {action.attempt}", force=True)
+        self._attempt = (action.attempt, task)
 
     def _abort_attempt(self, attempt: int, reason: str) -> None:
         if self._attempt is None or self._attempt[0] != attempt:
