@@ -751,6 +751,8 @@ class Room(EventEmitter):
         await self._close_session()
         for task in list(self._tasks):
             task.cancel()
+        # the app's async handlers belong to this session; "disconnected" itself is emitted after this
+        await self.cancel_handlers()
 
     async def wait_closed(self) -> str:
         await self._closed.wait()

@@ -85,7 +85,11 @@ class SignalConnection:
     async def send(self, data: bytes) -> None:
         if self._ws is None:
             raise ConnectError("signal socket is not open")
-        await self._ws.send(data)
+        try:
+            await self._ws.send(data)
+        except websockets.exceptions.ConnectionClosed as exc:
+            # callers (publish_data, set_attributes, ...) handle LiveKitError, not websockets' types
+            raise ConnectError(f"signal link is down ({exc.rcvd.code if exc.rcvd else 'no close frame'})") from None
 
     async def _read(self) -> None:
         reason = "signal socket closed"
@@ -113,7 +117,7 @@ class SignalConnection:
                 return
             try:
                 await self.send(self.protocol.ping())
-            except websockets.exceptions.ConnectionClosed:
+            except ConnectError:
                 return  # the reader reports it
 
     async def _lost(self, reason: str) -> None:

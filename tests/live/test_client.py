@@ -263,3 +263,22 @@ async def test_room_metadata_and_active_speakers(server, room_name, peers, devic
         assert dev.remote_participants["agent"].is_speaking
     finally:
         player.cancel()
+
+
+async def test_disconnect_ends_the_async_handlers_still_running(server, room_name, peers, devices):
+    """An app's async handler that is still waiting when the room closes does not outlive it."""
+    dev = await devices(server.url, room_name)
+    started, ended = asyncio.Event(), asyncio.Event()
+
+    async def slow_greeting(participant) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            ended.set()
+
+    dev.on("participant_connected", slow_greeting)
+    await peers("visitor", server.url, room_name)
+    await asyncio.wait_for(started.wait(), 10)
+    await dev.disconnect()
+    assert ended.is_set(), "the handler was still running after disconnect()"

@@ -44,3 +44,25 @@ async def test_cancelled_loop_propagates_the_cancellation(loop):
             await task
         assert task.cancelled()
         await conn.close()
+
+
+async def test_a_send_on_a_dead_link_is_a_connect_error_not_a_websockets_one():
+    """`publish_data` or `set_attributes` during an outage: the caller catches LiveKitError."""
+    from lkdevice.rtc.errors import ConnectError
+
+    async def closing_server(ws) -> None:
+        await ws.send(rtc.SignalResponse(join=rtc.JoinResponse(ping_interval=30, ping_timeout=60)).SerializeToString())
+        await ws.close()
+
+    async with serve(closing_server, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+
+        async def nothing(*_) -> None:
+            pass
+
+        conn = SignalConnection(SignalProtocol(), nothing, nothing)
+        await conn.open(f"ws://127.0.0.1:{port}", "token", "join_request=", 5)
+        await asyncio.sleep(0.1)  # the server's close arrives
+        with pytest.raises(ConnectError, match="signal link"):
+            await conn.send(b"x")
+        await conn.close()
