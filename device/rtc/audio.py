@@ -11,7 +11,7 @@ import asyncio
 import fractions
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import av
 import numpy as np
@@ -26,6 +26,11 @@ LIVE_BACKLOG_MS = 40
 # ahead of its clock, and waits this long past the clock for a late one.
 SOURCE_AHEAD_S = 0.06
 SOURCE_SLACK_S = 0.04
+# A live source writes in real time, as fast as frames go out, so audio that stays
+# queued at every send for this many frames never drains: it is shed once it is
+# at least STANDING_MIN_MS (smaller remainders are a source's odd chunk sizes).
+STANDING_FRAMES = 25
+STANDING_MIN_MS = 5
 
 
 @dataclass
@@ -88,7 +93,9 @@ class MicrophoneTrack:
     pulls from the same buffer, because aiortc ends a track with its sender.
     """
 
-    def __init__(self, *, max_buffer_ms: int = 200, paced_by_source: bool = False):
+    def __init__(self, *, max_buffer_ms: int = 200, paced_by_source: bool = False,
+                 clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
         self._resampler = Resampler(OPUS_RATE)
         # live sources that arrive in whole frames (the gateway's devices): send on
         # arrival rather than on our own 20 ms clock, which would add up to a frame
@@ -106,6 +113,9 @@ class MicrophoneTrack:
         self.samples_dropped = 0
         self.first_frame_sent = asyncio.Event()
         self._feeder: asyncio.Task | None = None
+        self._standing = self._max  # least left after a send in this window
+        self._window = 0
+        self._held = False  # a writer waited for space: a file, whose backlog is wanted
 
     # -- input side ---------------------------------------------------------------
     def write_nowait(self, samples: np.ndarray, sample_rate: int) -> None:
@@ -124,6 +134,7 @@ class MicrophoneTrack:
     async def write(self, samples: np.ndarray, sample_rate: int) -> None:
         """For file-like sources: waits while the buffer is full, so playback keeps real time."""
         while len(self._buf) >= self._max and not self.stopped:
+            self._held = True
             self._space.clear()
             await self._space.wait()
         self.write_nowait(samples, sample_rate)
@@ -149,13 +160,14 @@ class MicrophoneTrack:
     # -- network side ---------------------------------------------------------------
     async def next_frame(self) -> av.AudioFrame:
         if self._start is None:
-            self._start = time.monotonic()
+            self._start = self._clock()
         else:
-            wait = self._start + self._pts / OPUS_RATE - time.monotonic()
+            wait = self._start + self._pts / OPUS_RATE - self._clock()
             if wait > 0 and not self.paced_by_source:
                 await asyncio.sleep(wait)
             elif wait < -0.2:  # the loop stalled or the link was down: skip ahead, don't burst
-                self._start = time.monotonic() - self._pts / OPUS_RATE
+                # by whole frames: the ticks keep their phase to the source's chunks
+                self._start += (-wait // (FRAME_MS / 1000)) * (FRAME_MS / 1000)
                 # and drop what piled up meanwhile, or it would stay as added latency
                 keep = OPUS_RATE * LIVE_BACKLOG_MS // 1000
                 if len(self._buf) > keep:
@@ -167,6 +179,7 @@ class MicrophoneTrack:
             pcm, self._buf = self._buf[:OPUS_FRAME], self._buf[OPUS_FRAME:]
         else:
             pcm, self._buf = np.concatenate([self._buf, np.zeros(OPUS_FRAME - len(self._buf), np.int16)]), self._buf[:0]
+        self._shed_standing()
         self._space.set()
         if self.muted:
             pcm = np.zeros(OPUS_FRAME, np.int16)
@@ -180,11 +193,26 @@ class MicrophoneTrack:
             self.first_frame_sent.set()
         return frame
 
+    def _shed_standing(self) -> None:
+        """Drop live audio that stayed queued for a whole window: latency that would last the call.
+
+        It builds up whenever silence goes out ahead of audio that was only late
+        (a chunk just after its frame, a stall the sender caught up on first).
+        """
+        self._standing = min(self._standing, len(self._buf))
+        self._window += 1
+        if self._window < STANDING_FRAMES:
+            return
+        if not self._held and self._standing >= OPUS_RATE * STANDING_MIN_MS // 1000:
+            self.samples_dropped += self._standing
+            self._buf = self._buf[self._standing:]
+        self._standing, self._window, self._held = self._max, 0, False
+
     async def _await_source(self) -> None:
         """Hold a source-paced frame until it is complete or late, and not too early."""
         due = self._start + self._pts / OPUS_RATE
         while len(self._buf) < OPUS_FRAME and not self.stopped:
-            left = due + SOURCE_SLACK_S - time.monotonic()
+            left = due + SOURCE_SLACK_S - self._clock()
             if left <= 0:
                 break
             self._data.clear()
@@ -192,7 +220,7 @@ class MicrophoneTrack:
                 await asyncio.wait_for(self._data.wait(), left)
             except asyncio.TimeoutError:
                 break
-        early = due - SOURCE_AHEAD_S - time.monotonic()
+        early = due - SOURCE_AHEAD_S - self._clock()
         if early > 0:
             await asyncio.sleep(early)
 
