@@ -145,8 +145,10 @@ def watchdog(seconds: float, server_ref: list) -> Iterator[None]:
         timer.cancel()
 
 
-def run_live(benchmark: str, run, args) -> int:
+def run_live(benchmark: str, run, args, *, with_server: bool = False) -> int:
     """Start the server, run `run(args, url)` under the deadline, stop the server, print the JSON.
+
+    `with_server`: `run(args, server)` gets the LocalServer itself (its ports, for netimpair).
 
     Exit status: 0 when both clients produced numbers and nothing failed, 1 otherwise.
     """
@@ -156,7 +158,8 @@ def run_live(benchmark: str, run, args) -> int:
         servers.append(server)
         ok = False
         try:
-            result = asyncio.run(asyncio.wait_for(run(args, server.url), args.deadline - 10))
+            target = server if with_server else server.url
+            result = asyncio.run(asyncio.wait_for(run(args, target), args.deadline - 10))
             ok = result["ours"]["n"] > 0 and result["official"]["n"] > 0 and not result["errors"]
         except Exception as exc:  # still print a JSON object saying what went wrong
             log.exception("%s failed", benchmark)

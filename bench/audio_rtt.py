@@ -22,7 +22,15 @@ i.e. "first sample handed to the client" to "first sample available from the
 client". Runs alternate ours/official (ABBA order with --rounds 2), each with
 a fresh room and a fresh echo peer. Prints one JSON object on stdout.
 
-    host_tools/isolated.sh python bench/audio_rtt.py [--chirps 8] [--rounds 2]
+Each run is measured under every network profile (`--profiles`): `clean`,
+`loss3` and `loss10` (nftables drops 3 % / 10 % of the server's media to its
+subscribers, host_tools/netimpair.py, from the moment both clients are up) and
+`loss2_jitter30` (2 % loss, every client's media through a user-space relay
+that holds each datagram 30 ms +- 30 ms, uniform: 0..60 ms). Per profile and
+client: median, p90 and drift (median of the last quarter of the chirps minus
+the first quarter's, per run).
+
+    host_tools/isolated.sh python bench/audio_rtt.py [--chirps 8] [--rounds 2] [--profiles clean,loss3]
 """
 
 from __future__ import annotations
@@ -37,12 +45,20 @@ import time
 import numpy as np
 
 import _common as common
+from lkdevice.host_tools.netimpair import Impairment
 
 log = logging.getLogger("bench.audio_rtt")
 
 RATE = 48000
 CHUNK = RATE // 100  # 10 ms
 ECHO_IDENTITY = "echo"
+# name -> (loss % to subscribers, relay delay ms, relay jitter ms)
+PROFILES = {
+    "clean": (0, 0, 0),
+    "loss3": (3, 0, 0),
+    "loss10": (10, 0, 0),
+    "loss2_jitter30": (2, 30, 30),
+}
 
 
 def make_chirp(f0: float, f1: float, duration: float, amplitude: float) -> np.ndarray:
@@ -74,6 +90,7 @@ class EchoPeer:
         self.source: "rtc.AudioSource | None" = None
         self.frames = 0
         self.rx: list[tuple[float, np.ndarray]] = []  # what the echo peer heard, for the uplink split
+        self.queued: list[float] = []  # its AudioSource queue after each captured frame
         self._task: asyncio.Task | None = None
         self._stream = None
 
@@ -101,6 +118,12 @@ class EchoPeer:
             await self.source.capture_frame(ev.frame)
             f = ev.frame
             self.rx.append((now, np.frombuffer(f.data, dtype=np.int16).reshape(-1, f.num_channels)[:, 0].copy()))
+            self.queued.append(self.source.queued_duration)
+
+    def queue_at(self, t: float) -> float | None:
+        """The echo's own AudioSource queue right after the frame that arrived at `t`."""
+        i = int(np.searchsorted([a for a, _ in self.rx], t))
+        return round(self.queued[i] * 1000, 1) if i < len(self.queued) else None
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -359,7 +382,17 @@ def receive_gaps(rx: list[tuple[float, np.ndarray]], since: float) -> dict:
     }
 
 
-async def measure(kind: str, url: str, chirp: np.ndarray, args) -> dict:
+def drift_ms(delays: list[float | None]) -> float | None:
+    """Median delay of the last quarter of the chirps minus that of the first quarter."""
+    found = [d for d in delays if d is not None]
+    if len(found) < 2:
+        return None
+    q = max(1, len(found) // 4)
+    return round(float(np.median(found[-q:]) - np.median(found[:q])), 2)
+
+
+async def measure(kind: str, url: str, chirp: np.ndarray, args, net: Impairment | None = None,
+                  loss: float = 0) -> dict:
     room_name = common.fresh_room(f"rtt-{kind}")
     device: Device = OursDevice() if kind == "ours" else OfficialDevice(args.device_queue_ms)
     echo = EchoPeer(device.identity, args.echo_queue_ms, False if args.echo_no_dtx else None)
@@ -368,8 +401,16 @@ async def measure(kind: str, url: str, chirp: np.ndarray, args) -> dict:
         await echo.start(url, room_name, args.timeout)
         await device.start(url, room_name, args.timeout)
         setup = time.monotonic() - t0
+        dropped0 = 0
+        if net is not None:
+            dropped0 = net.dropped()
+            net.loss(loss, args.loss_direction)
         t_feed = time.monotonic()
-        send_times, end_times, queue_levels = await feed(device, echo, chirp, args)
+        try:
+            send_times, end_times, queue_levels = await feed(device, echo, chirp, args)
+        finally:
+            if net is not None:
+                net.loss(0, args.loss_direction)
         await asyncio.sleep(0.05)
         results = detect(device.rx, chirp, send_times, end_times, args.max_delay, args.threshold)
         # The same chirps as the echo peer heard them: the uplink half of the trip.
@@ -382,6 +423,7 @@ async def measure(kind: str, url: str, chirp: np.ndarray, args) -> dict:
             "room": room_name,
             "setup_ms": round(setup * 1000, 1),
             "delays_ms": delays,
+            "drift_ms": drift_ms(delays),
             "tail_delays_ms": [r["tail_delay_ms"] for r in results],
             "uplink_ms": up,
             "rest_ms": [round(d - u, 2) if d is not None and u is not None else None for d, u in zip(delays, up)],
@@ -392,6 +434,9 @@ async def measure(kind: str, url: str, chirp: np.ndarray, args) -> dict:
             "frames_received": len(device.rx),
             "receive_continuity": receive_gaps(device.rx, t_feed),
             "echo_frames": echo.frames,
+            "echo_queue_ms_at_chirp": [echo.queue_at(ts + u / 1000) if u is not None else None
+                                       for ts, u in zip(send_times, up)],
+            "packets_dropped": (net.dropped() - dropped0) if net is not None else 0,
             **common.summary_ms(found),
         }
         if isinstance(device, OursDevice):
@@ -403,32 +448,16 @@ async def measure(kind: str, url: str, chirp: np.ndarray, args) -> dict:
         await echo.stop()
 
 
-async def run(args, url: str) -> dict:
-    chirp = make_chirp(args.f0, args.f1, args.chirp_ms / 1000.0, args.amplitude)
-    runs: list[dict] = []
-    errors: list[dict] = []
-    for r in range(args.rounds):
-        order = ["ours", "official"] if r % 2 == 0 else ["official", "ours"]
-        for kind in order:
-            try:
-                runs.append(await measure(kind, url, chirp, args))
-            except Exception as exc:
-                log.exception("round %d %s failed", r, kind)
-                errors.append({"client": kind, "round": r, "error": repr(exc)})
-    out: dict = {
-        "benchmark": "audio_rtt",
-        "path": "device -> server -> echo peer (official SDK) -> server -> device",
-        "chirp": {"f0_hz": args.f0, "f1_hz": args.f1, "ms": args.chirp_ms, "period_s": args.period,
-                  "count_per_run": args.chirps},
-        "rounds": args.rounds,
-        "echo_queue_ms": args.echo_queue_ms,
-        "echo_dtx": "off" if args.echo_no_dtx else "sdk default (on)",
-        "official_device_queue_ms": args.device_queue_ms,
-    }
+def summarize(runs: list[dict]) -> dict:
+    """Per client over `runs`: delays, median/p90, drift, the uplink/rest split, missed chirps."""
+    out: dict = {}
     for kind in ("ours", "official"):
         mine = [x for x in runs if x["client"] == kind]
         delays = [d for x in mine for d in x["delays_ms"] if d is not None]
         entry = common.summary_ms([d / 1000.0 for d in delays])
+        drifts = [x["drift_ms"] for x in mine if x["drift_ms"] is not None]
+        entry["drift_ms"] = round(float(np.median(drifts)), 2) if drifts else None
+        entry["drift_ms_runs"] = drifts
         entry["delays_ms"] = delays
         tails = [d for x in mine for d in x["tail_delays_ms"] if d is not None]
         entry["tail"] = common.summary_ms([d / 1000.0 for d in tails])
@@ -438,9 +467,67 @@ async def run(args, url: str) -> dict:
         entry["missed"] = sum(x["sent"] - x["detected"] for x in mine)
         queue = [q for x in mine for q in x["sender_queue_ms_at_onset"]]
         entry["sender_queue_ms_at_onset_median"] = round(float(np.median(queue)), 1) if queue else None
+        entry["packets_dropped"] = sum(x["packets_dropped"] for x in mine)
         out[kind] = entry
     out["ratio_ours_over_official_median"] = common.ratio(out["ours"]["median_ms"], out["official"]["median_ms"])
     out["ratio_ours_over_official_p90"] = common.ratio(out["ours"]["p90_ms"], out["official"]["p90_ms"])
+    return out
+
+
+async def run(args, server) -> dict:
+    chirp = make_chirp(args.f0, args.f1, args.chirp_ms / 1000.0, args.amplitude)
+    runs: list[dict] = []
+    errors: list[dict] = []
+    profiles: dict = {}
+    for name in args.profiles:
+        loss, delay, jitter = PROFILES[name]
+        net = None
+        if loss or delay or jitter:
+            net = Impairment(server.config.rtc_udp_port, max_seconds=args.deadline)
+        try:
+            if net is not None and (delay or jitter):
+                net.relay(delay, jitter)  # before the clients connect: NAT takes new flows only
+            mine: list[dict] = []
+            for r in range(args.rounds):
+                order = ["ours", "official"] if r % 2 == 0 else ["official", "ours"]
+                for kind in order:
+                    try:
+                        m = await measure(kind, server.url, chirp, args, net, loss)
+                        m["profile"] = name
+                        mine.append(m)
+                    except Exception as exc:
+                        log.exception("%s round %d %s failed", name, r, kind)
+                        errors.append({"profile": name, "client": kind, "round": r, "error": repr(exc)})
+        finally:
+            if net is not None:
+                net.close()
+        entry = {"loss_percent": loss, "loss_direction": args.loss_direction if loss else None,
+                 "relay_delay_ms": delay, "relay_jitter_ms": jitter, **summarize(mine)}
+        profiles[name] = entry
+        runs += mine
+        log.info("%-15s ours median %s p90 %s drift %s | official median %s p90 %s drift %s", name,
+                 entry["ours"]["median_ms"], entry["ours"]["p90_ms"], entry["ours"]["drift_ms"],
+                 entry["official"]["median_ms"], entry["official"]["p90_ms"], entry["official"]["drift_ms"])
+    first = profiles[args.profiles[0]]
+    out: dict = {
+        "benchmark": "audio_rtt",
+        "path": "device -> server -> echo peer (official SDK) -> server -> device",
+        "chirp": {"f0_hz": args.f0, "f1_hz": args.f1, "ms": args.chirp_ms, "period_s": args.period,
+                  "count_per_run": args.chirps},
+        "rounds": args.rounds,
+        "echo_queue_ms": args.echo_queue_ms,
+        "echo_dtx": "off" if args.echo_no_dtx else "sdk default (on)",
+        "official_device_queue_ms": args.device_queue_ms,
+        # the first profile's figures at the top, as before profiles existed
+        "profile": args.profiles[0],
+        "ours": first["ours"],
+        "official": first["official"],
+        "ratio_ours_over_official_median": first["ratio_ours_over_official_median"],
+        "ratio_ours_over_official_p90": first["ratio_ours_over_official_p90"],
+        "profiles": {n: {k: v for k, v in p.items()} for n, p in profiles.items()},
+        "table": {n: {kind: {k: p[kind][k] for k in ("median_ms", "p90_ms", "drift_ms", "missed")}
+                      for kind in ("ours", "official")} for n, p in profiles.items()},
+    }
     out["runs"] = runs
     out["errors"] = errors
     return out
@@ -467,15 +554,22 @@ def main() -> int:
     p.add_argument("--ready-timeout", type=float, default=10.0)
     p.add_argument("--tail", type=float, default=1.0, help="silence after the last chirp, seconds")
     p.add_argument("--timeout", type=float, default=15.0, help="per-step timeout in seconds")
-    p.add_argument("--deadline", type=float, default=115.0, help="hard limit for the whole run in seconds")
+    p.add_argument("--profiles", default="clean,loss3,loss10,loss2_jitter30",
+                   help=f"comma-separated network profiles, of {', '.join(PROFILES)} (default: all)")
+    p.add_argument("--loss-direction", choices=["down", "up", "both"], default="down",
+                   help="which media the loss drops: server to subscribers (down, default), to the server (up)")
+    p.add_argument("--deadline", type=float, default=420.0, help="hard limit for the whole run in seconds")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
+    args.profiles = [x for x in args.profiles.split(",") if x]
+    if not args.profiles or any(x not in PROFILES for x in args.profiles):
+        p.error(f"--profiles: choose from {', '.join(PROFILES)}")
     if args.max_delay + args.chirp_ms / 1000.0 >= args.period:
         p.error("--max-delay plus the chirp length must be shorter than --period")
     common.require_isolation()
     common.setup_logging(args.verbose)
 
-    return common.run_live("audio_rtt", run, args)
+    return common.run_live("audio_rtt", run, args, with_server=True)
 
 
 if __name__ == "__main__":

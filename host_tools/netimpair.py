@@ -83,12 +83,13 @@ class Impairment:
         self._closed = False
         self._relay: UdpRelay | None = None
         self._loss: dict[str, float] = {}
+        self._dropped_before = 0
         _nft(f"add table inet {self.table}",
-             f"add chain inet {self.table} out {{ type filter hook output priority 0; policy accept; }}",
+             f"add chain inet {self.table} media_in {{ type filter hook input priority 0; policy accept; }}",
              f"add chain inet {self.table} loss",
              f"add chain inet {self.table} blackout",
-             f"add rule inet {self.table} out jump blackout",
-             f"add rule inet {self.table} out jump loss")
+             f"add rule inet {self.table} media_in jump blackout",
+             f"add rule inet {self.table} media_in jump loss")
         # the ruleset must not outlive a test that hangs or a process that dies badly
         self._timer = threading.Timer(max_seconds, self.close)
         self._timer.daemon = True
@@ -107,6 +108,7 @@ class Impairment:
         if not 0 <= percent <= 100:
             raise ValueError("percent is 0..100")
         self._loss[direction] = percent
+        self._dropped_before += self._counted("loss")  # flushing resets the counters
         rules = [f"flush chain inet {self.table} loss"]
         for d, pct in self._loss.items():
             if pct <= 0:
@@ -119,6 +121,7 @@ class Impairment:
 
     def blackout(self, on: bool) -> None:
         """Drop every media packet both ways (on) or none (off)."""
+        self._dropped_before += self._counted("blackout")
         rules = [f"flush chain inet {self.table} blackout"]
         if on:
             rules += [f"add rule inet {self.table} blackout udp {f} {self.port} counter drop"
@@ -137,9 +140,13 @@ class Impairment:
 
     def dropped(self) -> int:
         """Packets the loss and blackout rules dropped so far."""
-        proc = subprocess.run(["nft", "list", "table", "inet", self.table], text=True, capture_output=True, timeout=10)
-        return sum(int(w) for line in proc.stdout.splitlines() if "counter packets" in line
-                   for w in [line.split("counter packets")[1].split()[0]])
+        return self._dropped_before + self._counted("loss") + self._counted("blackout")
+
+    def _counted(self, chain: str) -> int:
+        proc = subprocess.run(["nft", "list", "chain", "inet", self.table, chain],
+                              text=True, capture_output=True, timeout=10)
+        return sum(int(line.split("counter packets")[1].split()[0])
+                   for line in proc.stdout.splitlines() if "counter packets" in line)
 
     def relay(self, delay_ms: float = 0.0, jitter_ms: float = 0.0, *, seed: int | None = None) -> "UdpRelay":
         """Route every client's media through a delaying relay (call before the clients connect)."""
