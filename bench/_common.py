@@ -56,10 +56,16 @@ def node_ip() -> str:
     return os.environ.get("LKDEVICE_NODE_IP") or "127.0.0.1"
 
 
-def start_server() -> LocalServer:
-    ip = node_ip()
-    candidates = list(dict.fromkeys([ip, "127.0.0.1"]))
+# every server a run started, for the watchdog to stop
+_servers: list = []
+
+
+def start_server(ip: str | None = None, loopback: bool = True) -> LocalServer:
+    """A server advertising `ip` (default the namespace's node IP), and loopback unless told not to."""
+    ip = ip or node_ip()
+    candidates = list(dict.fromkeys([ip] + (["127.0.0.1"] if loopback else [])))
     server = LocalServer(ServerConfig(node_ip=ip, candidate_ips=candidates))
+    _servers.append(server)
     server.start()
     log.info("livekit-server at %s (node_ip %s, log %s)", server.url, ip, server.log_path)
     return server
@@ -152,10 +158,8 @@ def run_live(benchmark: str, run, args, *, with_server: bool = False) -> int:
 
     Exit status: 0 when both clients produced numbers and nothing failed, 1 otherwise.
     """
-    servers: list = []
-    with watchdog(args.deadline, servers):
+    with watchdog(args.deadline, _servers):
         server = start_server()
-        servers.append(server)
         ok = False
         try:
             target = server if with_server else server.url

@@ -45,7 +45,7 @@ import time
 import numpy as np
 
 import _common as common
-from lkdevice.host_tools.netimpair import Impairment
+from lkdevice.host_tools.netimpair import RELAY_ADDRESS, Impairment
 
 log = logging.getLogger("bench.audio_rtt")
 
@@ -481,18 +481,21 @@ async def run(args, server) -> dict:
     profiles: dict = {}
     for name in args.profiles:
         loss, delay, jitter = PROFILES[name]
+        relay_stats = None
+        # a relayed profile gets a server of its own that advertises only the relay's address
+        srv = common.start_server(RELAY_ADDRESS, loopback=False) if (delay or jitter) else server
         net = None
-        if loss or delay or jitter:
-            net = Impairment(server.config.rtc_udp_port, max_seconds=args.deadline)
         try:
-            if net is not None and (delay or jitter):
+            if loss or delay or jitter:
+                net = Impairment(srv.config.rtc_udp_port, max_seconds=args.deadline)
+            if delay or jitter:
                 net.relay(delay, jitter)  # before the clients connect: NAT takes new flows only
             mine: list[dict] = []
             for r in range(args.rounds):
                 order = ["ours", "official"] if r % 2 == 0 else ["official", "ours"]
                 for kind in order:
                     try:
-                        m = await measure(kind, server.url, chirp, args, net, loss)
+                        m = await measure(kind, srv.url, chirp, args, net, loss)
                         m["profile"] = name
                         mine.append(m)
                     except Exception as exc:
@@ -500,9 +503,12 @@ async def run(args, server) -> dict:
                         errors.append({"profile": name, "client": kind, "round": r, "error": repr(exc)})
         finally:
             if net is not None:
+                relay_stats = net.relay_stats()
                 net.close()
+            if srv is not server:
+                common.stop_server(srv, keep_workdir=bool(errors))
         entry = {"loss_percent": loss, "loss_direction": args.loss_direction if loss else None,
-                 "relay_delay_ms": delay, "relay_jitter_ms": jitter, **summarize(mine)}
+                 "relay_delay_ms": delay, "relay_jitter_ms": jitter, "relay": relay_stats, **summarize(mine)}
         profiles[name] = entry
         runs += mine
         log.info("%-15s ours median %s p90 %s drift %s | official median %s p90 %s drift %s", name,

@@ -7,9 +7,13 @@ namespace of host_tools/isolated.sh. `Impairment` owns one nft table of its own:
   port (`down` = server to its subscribers, `up` = publishers to the server);
 - `outage(seconds)`: every media packet both ways dropped for a while;
 - `relay(delay_ms, jitter_ms)`: a user-space UDP relay that every client's
-  media to the server passes through (a DNAT rule sends it there), delaying
-  each datagram both ways by `delay_ms` ± `jitter_ms` (uniform). Set it up
-  before the clients connect: NAT applies to new flows only.
+  media to the server passes through, delaying each datagram both ways by
+  `delay_ms` ± `jitter_ms` (uniform). The server must advertise only
+  RELAY_ADDRESS (`ServerConfig(node_ip=RELAY_ADDRESS, candidate_ips=[RELAY_ADDRESS])`):
+  a DNAT rule sends what clients send there to the relay, and every other path
+  between the server's media port and a client is dropped, so ICE can only
+  pick the relayed one. Set it up before the clients connect: NAT applies to
+  new flows only.
 
 Everything is bounded: the table is deleted on `close()` and, whatever happens,
 by a timer after `max_seconds`; the relay keeps at most `MAX_FLOWS` flows and
@@ -33,8 +37,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-NS_ADDRESSES = ("127.0.0.1", "10.77.0.1")  # where the server's media port is reached in the namespace
-RELAY_MARK = 0x4C4B  # SO_MARK of the relay's own upstream sockets, so the DNAT rule skips them
+RELAY_ADDRESS = "10.77.0.2"  # the veth end a relayed server advertises; its own packets leave from 10.77.0.1
+RELAY_MARK = 0x4C4B  # SO_MARK of the relay's sockets: not NATed again, not dropped or lost twice
 MAX_FLOWS = 64
 MAX_PENDING = 4096
 FLOW_IDLE_S = 30.0
@@ -114,8 +118,10 @@ class Impairment:
             if pct <= 0:
                 continue
             for field in _DIRECTIONS[d]:
-                # per mille, so 2.5 % works; numgen draws per packet
-                rules.append(f"add rule inet {self.table} loss udp {field} {self.port} "
+                # per mille, so 2.5 % works; numgen draws per packet; on input, so the sender sees no
+                # error; the relay's copy of what the server sent is not lost a second time
+                skip = f"meta mark != {RELAY_MARK} " if field == "sport" else ""
+                rules.append(f"add rule inet {self.table} loss udp {field} {self.port} {skip}"
                              f"numgen random mod 1000 < {int(round(pct * 10))} counter drop")
         _nft(*rules)
 
@@ -153,12 +159,32 @@ class Impairment:
         if self._relay is not None:
             self._relay.set(delay_ms, jitter_ms)
             return self._relay
-        self._relay = UdpRelay(self.port, delay_ms, jitter_ms, seed=seed).start()
-        rp = self._relay.port
-        _nft(f"add chain inet {self.table} nat {{ type nat hook output priority -100; policy accept; }}",
-             *(f"add rule inet {self.table} nat meta mark != {RELAY_MARK} ip daddr {a} udp dport {self.port} "
-               f"dnat ip to 10.77.0.1:{rp}" for a in NS_ADDRESSES))
+        t, p, m = self.table, self.port, RELAY_MARK
+        _nft(f"add set inet {t} relayports {{ type inet_service; size {MAX_FLOWS * 2}; }}",
+             f"add chain inet {t} guard",
+             f"add rule inet {t} media_in jump guard",  # after loss: an accept here ends the hook
+             f"add rule inet {t} guard udp sport {p} udp dport @relayports counter accept",  # server -> relay
+             f"add rule inet {t} guard udp sport {p} meta mark {m} counter accept",  # relay -> client
+             f"add rule inet {t} guard udp sport {p} counter drop",  # server -> client, around the relay
+             f"add rule inet {t} guard udp dport {p} meta mark != {m} counter drop",  # client -> server, around it
+             # what the server sends around the relay must leave no conntrack entry, or a
+             # client's answer would count as its reply and skip the DNAT below
+             f"add chain inet {t} raw_out {{ type filter hook output priority -300; policy accept; }}",
+             f"add rule inet {t} raw_out udp sport {p} udp dport != @relayports counter notrack")
+        self._relay = UdpRelay(p, delay_ms, jitter_ms, seed=seed, server_host=RELAY_ADDRESS,
+                               on_flow=lambda port: _nft(f"add element inet {t} relayports {{ {port} }}")).start()
+        # the empty nat chains register the hooks where conntrack undoes the DNAT on replies
+        _nft(f"add chain inet {t} nat {{ type nat hook output priority -100; policy accept; }}",
+             f"add chain inet {t} nat_post {{ type nat hook postrouting priority 100; policy accept; }}",
+             f"add chain inet {t} nat_in {{ type nat hook input priority 100; policy accept; }}",
+             f"add rule inet {t} nat meta mark != {m} ip daddr {RELAY_ADDRESS} udp dport {p} "
+             f"dnat ip to {RELAY_ADDRESS}:{self._relay.port}")
         return self._relay
+
+    def relay_stats(self) -> dict | None:
+        """What the relay carried, and what it dropped with its queue full (None: no relay)."""
+        r = self._relay
+        return None if r is None else {"relayed": r.relayed, "overflow": r.overflow, "flows": len(r._flows)}
 
     def close(self) -> None:
         if self._closed:
@@ -191,12 +217,14 @@ class UdpRelay:
     """
 
     def __init__(self, server_port: int, delay_ms: float = 0.0, jitter_ms: float = 0.0, *,
-                 server_host: str = "10.77.0.1", seed: int | None = None):
+                 server_host: str = "10.77.0.1", seed: int | None = None, on_flow=None):
         self.server = (server_host, server_port)
         self.set(delay_ms, jitter_ms)
         self._rng = random.Random(seed)
+        self._on_flow = on_flow  # told each new upstream port (the guard lets the server's replies in)
         self._front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._front.bind((server_host, 0))
+        self._front.setsockopt(socket.SOL_SOCKET, _SO_MARK, RELAY_MARK)
+        self._front.bind((RELAY_ADDRESS, 0))
         self._front.setblocking(False)
         self.port = self._front.getsockname()[1]
         self._sel = selectors.DefaultSelector()
@@ -241,6 +269,8 @@ class UdpRelay:
             sock.setsockopt(socket.SOL_SOCKET, _SO_MARK, RELAY_MARK)
             sock.bind((self.server[0], 0))
             sock.setblocking(False)
+            if self._on_flow is not None:
+                self._on_flow(sock.getsockname()[1])
             self._sel.register(sock, selectors.EVENT_READ, client)
             self._flows[client] = sock
         self._last_seen[client] = time.monotonic()
