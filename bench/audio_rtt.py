@@ -26,9 +26,12 @@ Each run is measured under every network profile (`--profiles`): `clean`,
 `loss3` and `loss10` (nftables drops 3 % / 10 % of the server's media to its
 subscribers, host_tools/netimpair.py, from the moment both clients are up) and
 `loss2_jitter30` (2 % loss, every client's media through a user-space relay
-that holds each datagram 30 ms +- 30 ms, uniform: 0..60 ms). Per profile and
-client: median, p90 and drift (median of the last quarter of the chirps minus
-the first quarter's, per run).
+that holds each datagram 30 ms +- 30 ms, uniform: 0..60 ms, on a server of its
+own that advertises only the relay's address), and `outage500` (all media both
+ways dropped for 500 ms halfway through the call, between two chirps). Per
+profile and client: median, p90 and drift (median of the last quarter of the
+chirps minus the first quarter's, per run). `--stall-ms N` also blocks the
+bench's event loop for N ms halfway through every call (a CPU hog, a GC pause).
 
     host_tools/isolated.sh python bench/audio_rtt.py [--chirps 8] [--rounds 2] [--profiles clean,loss3]
 """
@@ -59,6 +62,8 @@ PROFILES = {
     "loss10": (10, 0, 0),
     "loss2_jitter30": (2, 30, 30),
 }
+# name -> blackout of all media both ways halfway through the call, seconds
+OUTAGES = {"outage500": 0.5}
 
 
 def make_chirp(f0: float, f1: float, duration: float, amplitude: float) -> np.ndarray:
@@ -263,8 +268,12 @@ class OfficialDevice(Device):
 # -- feeding and detection ------------------------------------------------------------------
 
 
-async def feed(device: Device, echo: EchoPeer, chirp: np.ndarray, args) -> tuple[list[float], list[float], list[float]]:
+async def feed(device: Device, echo: EchoPeer, chirp: np.ndarray, args,
+               midway=None) -> tuple[list[float], list[float], list[float]]:
     """Hand 10 ms chunks to the device in real time.
+
+    `midway()` is called once, 0.3 s after the onset of the chirp halfway through
+    (when the stall or outage of a profile happens, between two chirps).
 
     Returns the hand-over times of each chirp's first and last chunk, and the
     sender's queued audio right after each chirp's first chunk.
@@ -280,7 +289,10 @@ async def feed(device: Device, echo: EchoPeer, chirp: np.ndarray, args) -> tuple
     last_chunk: int | None = None
     t0 = time.monotonic()
     k = 0
+    midway_chunk: int | None = None
     while last_chunk is None or k <= last_chunk:
+        if midway is not None and k == midway_chunk:
+            midway()
         await common.sleep_until(t0 + k * CHUNK / RATE)
         if first_chirp is None:
             # Start the chirps once audio flows both ways (plus a short settle).
@@ -290,6 +302,7 @@ async def feed(device: Device, echo: EchoPeer, chirp: np.ndarray, args) -> tuple
                     log.warning("audio not flowing both ways after %.0fs (echo got %d frames, device %d); "
                                 "sending chirps anyway", args.ready_timeout, echo.frames, len(device.rx))
                 first_chirp = k + 10
+                midway_chunk = first_chirp + (args.chirps // 2) * period_chunks + 30
                 last_chunk = first_chirp + (args.chirps - 1) * period_chunks + chirp_chunks + int(args.tail * 100)
         samples = silence
         onset = end = False
@@ -392,7 +405,7 @@ def drift_ms(delays: list[float | None]) -> float | None:
 
 
 async def measure(kind: str, url: str, chirp: np.ndarray, args, net: Impairment | None = None,
-                  loss: float = 0) -> dict:
+                  loss: float = 0, outage: float = 0) -> dict:
     room_name = common.fresh_room(f"rtt-{kind}")
     device: Device = OursDevice() if kind == "ours" else OfficialDevice(args.device_queue_ms)
     echo = EchoPeer(device.identity, args.echo_queue_ms, False if args.echo_no_dtx else None)
@@ -406,8 +419,15 @@ async def measure(kind: str, url: str, chirp: np.ndarray, args, net: Impairment 
             dropped0 = net.dropped()
             net.loss(loss, args.loss_direction)
         t_feed = time.monotonic()
+
+        def midway() -> None:
+            if outage:
+                net.outage(outage)
+            if args.stall_ms:  # the whole event loop blocks, as under a CPU hog or a long GC pause
+                time.sleep(args.stall_ms / 1000)
+
         try:
-            send_times, end_times, queue_levels = await feed(device, echo, chirp, args)
+            send_times, end_times, queue_levels = await feed(device, echo, chirp, args, midway)
         finally:
             if net is not None:
                 net.loss(0, args.loss_direction)
@@ -480,13 +500,14 @@ async def run(args, server) -> dict:
     errors: list[dict] = []
     profiles: dict = {}
     for name in args.profiles:
-        loss, delay, jitter = PROFILES[name]
+        loss, delay, jitter = PROFILES.get(name, (0, 0, 0))
+        outage = OUTAGES.get(name, 0)
         relay_stats = None
         # a relayed profile gets a server of its own that advertises only the relay's address
         srv = common.start_server(RELAY_ADDRESS, loopback=False) if (delay or jitter) else server
         net = None
         try:
-            if loss or delay or jitter:
+            if loss or delay or jitter or outage:
                 net = Impairment(srv.config.rtc_udp_port, max_seconds=args.deadline)
             if delay or jitter:
                 net.relay(delay, jitter)  # before the clients connect: NAT takes new flows only
@@ -495,7 +516,7 @@ async def run(args, server) -> dict:
                 order = ["ours", "official"] if r % 2 == 0 else ["official", "ours"]
                 for kind in order:
                     try:
-                        m = await measure(kind, srv.url, chirp, args, net, loss)
+                        m = await measure(kind, srv.url, chirp, args, net, loss, outage)
                         m["profile"] = name
                         mine.append(m)
                     except Exception as exc:
@@ -507,7 +528,7 @@ async def run(args, server) -> dict:
                 net.close()
             if srv is not server:
                 common.stop_server(srv, keep_workdir=bool(errors))
-        entry = {"loss_percent": loss, "loss_direction": args.loss_direction if loss else None,
+        entry = {"loss_percent": loss, "outage_s": outage, "stall_ms": args.stall_ms, "loss_direction": args.loss_direction if loss else None,
                  "relay_delay_ms": delay, "relay_jitter_ms": jitter, "relay": relay_stats, **summarize(mine)}
         profiles[name] = entry
         runs += mine
@@ -560,16 +581,18 @@ def main() -> int:
     p.add_argument("--ready-timeout", type=float, default=10.0)
     p.add_argument("--tail", type=float, default=1.0, help="silence after the last chirp, seconds")
     p.add_argument("--timeout", type=float, default=15.0, help="per-step timeout in seconds")
-    p.add_argument("--profiles", default="clean,loss3,loss10,loss2_jitter30",
-                   help=f"comma-separated network profiles, of {', '.join(PROFILES)} (default: all)")
+    p.add_argument("--profiles", default=",".join([*PROFILES, *OUTAGES]),
+                   help=f"comma-separated network profiles, of {', '.join([*PROFILES, *OUTAGES])} (default: all)")
+    p.add_argument("--stall-ms", type=float, default=0,
+                   help="block the event loop this long once, halfway through each call (default 0: never)")
     p.add_argument("--loss-direction", choices=["down", "up", "both"], default="down",
                    help="which media the loss drops: server to subscribers (down, default), to the server (up)")
-    p.add_argument("--deadline", type=float, default=420.0, help="hard limit for the whole run in seconds")
+    p.add_argument("--deadline", type=float, default=540.0, help="hard limit for the whole run in seconds")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
     args.profiles = [x for x in args.profiles.split(",") if x]
-    if not args.profiles or any(x not in PROFILES for x in args.profiles):
-        p.error(f"--profiles: choose from {', '.join(PROFILES)}")
+    if not args.profiles or any(x not in PROFILES and x not in OUTAGES for x in args.profiles):
+        p.error(f"--profiles: choose from {', '.join([*PROFILES, *OUTAGES])}")
     if args.max_delay + args.chirp_ms / 1000.0 >= args.period:
         p.error("--max-delay plus the chirp length must be shorter than --period")
     common.require_isolation()
