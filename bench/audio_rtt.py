@@ -84,13 +84,14 @@ def make_chirp(f0: float, f1: float, duration: float, amplitude: float) -> np.nd
 
 
 class EchoPeer:
-    def __init__(self, device_identity: str, queue_ms: int, dtx: bool | None = None):
+    def __init__(self, device_identity: str, queue_ms: int, dtx: bool | None = None, capacity: int = 0):
         from livekit import rtc
 
         self.rtc = rtc
         self.device_identity = device_identity
         self.queue_ms = queue_ms
         self.dtx = dtx
+        self.capacity = capacity
         self.room = rtc.Room()
         self.source: "rtc.AudioSource | None" = None
         self.frames = 0
@@ -116,7 +117,10 @@ class EchoPeer:
         await asyncio.wait_for(self.room.local_participant.publish_track(track, opts), timeout)
 
     async def _pump(self, track) -> None:
-        self._stream = self.rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=10)
+        # bounded, oldest dropped: after a hiccup of this process the echo catches up instead
+        # of keeping what queued meanwhile as delay for the rest of the call
+        self._stream = self.rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=10,
+                                            capacity=self.capacity)
         async for ev in self._stream:
             now = time.monotonic()
             self.frames += 1
@@ -408,7 +412,7 @@ async def measure(kind: str, url: str, chirp: np.ndarray, args, net: Impairment 
                   loss: float = 0, outage: float = 0) -> dict:
     room_name = common.fresh_room(f"rtt-{kind}")
     device: Device = OursDevice() if kind == "ours" else OfficialDevice(args.device_queue_ms)
-    echo = EchoPeer(device.identity, args.echo_queue_ms, False if args.echo_no_dtx else None)
+    echo = EchoPeer(device.identity, args.echo_queue_ms, False if args.echo_no_dtx else None, args.echo_capacity)
     try:
         t0 = time.monotonic()
         await echo.start(url, room_name, args.timeout)
@@ -543,6 +547,7 @@ async def run(args, server) -> dict:
                   "count_per_run": args.chirps},
         "rounds": args.rounds,
         "echo_queue_ms": args.echo_queue_ms,
+        "echo_stream_capacity_frames": args.echo_capacity,
         "echo_dtx": "off" if args.echo_no_dtx else "sdk default (on)",
         "official_device_queue_ms": args.device_queue_ms,
         # the first profile's figures at the top, as before profiles existed
@@ -570,6 +575,8 @@ def main() -> int:
     p.add_argument("--f1", type=float, default=4000.0)
     p.add_argument("--amplitude", type=float, default=0.5, help="chirp peak, fraction of full scale")
     p.add_argument("--echo-queue-ms", type=int, default=50, help="echo peer AudioSource queue_size_ms")
+    p.add_argument("--echo-capacity", type=int, default=5,
+                   help="echo peer AudioStream queue, 10 ms frames, oldest dropped when full (0: unbounded)")
     p.add_argument("--echo-no-dtx", action="store_true",
                    help="echo peer publishes with DTX off (default: the SDK's default, DTX on)")
     p.add_argument("--device-queue-ms", type=int, default=50,
