@@ -166,9 +166,8 @@ class MicrophoneTrack:
             if wait > 0 and not self.paced_by_source:
                 await asyncio.sleep(wait)
             elif wait < -0.2:  # the loop stalled or the link was down: skip ahead, don't burst
-                # timestamps too, by whole frames: the receiver sees a gap, not every later
-                # frame late, and the ticks keep their phase to the source's chunks
-                self._pts += int(-wait // (FRAME_MS / 1000)) * OPUS_FRAME
+                # by whole frames: the ticks keep their phase to the source's chunks
+                self._start += (-wait // (FRAME_MS / 1000)) * (FRAME_MS / 1000)
                 # and drop what piled up meanwhile, or it would stay as added latency
                 keep = OPUS_RATE * LIVE_BACKLOG_MS // 1000
                 if len(self._buf) > keep:
