@@ -171,8 +171,10 @@ class Impairment:
              # client's answer would count as its reply and skip the DNAT below
              f"add chain inet {t} raw_out {{ type filter hook output priority -300; policy accept; }}",
              f"add rule inet {t} raw_out udp sport {p} udp dport != @relayports counter notrack")
-        self._relay = UdpRelay(p, delay_ms, jitter_ms, seed=seed, server_host=RELAY_ADDRESS,
-                               on_flow=lambda port: _nft(f"add element inet {t} relayports {{ {port} }}")).start()
+        def on_flow(port: int, opened: bool) -> None:
+            _nft(f"{'add' if opened else 'delete'} element inet {t} relayports {{ {port} }}")
+
+        self._relay = UdpRelay(p, delay_ms, jitter_ms, seed=seed, server_host=RELAY_ADDRESS, on_flow=on_flow).start()
         # the empty nat chains register the hooks where conntrack undoes the DNAT on replies
         _nft(f"add chain inet {t} nat {{ type nat hook output priority -100; policy accept; }}",
              f"add chain inet {t} nat_post {{ type nat hook postrouting priority 100; policy accept; }}",
@@ -184,7 +186,8 @@ class Impairment:
     def relay_stats(self) -> dict | None:
         """What the relay carried, and what it dropped with its queue full (None: no relay)."""
         r = self._relay
-        return None if r is None else {"relayed": r.relayed, "overflow": r.overflow, "flows": len(r._flows)}
+        return None if r is None else {"relayed": r.relayed, "overflow": r.overflow, "flows": len(r._flows),
+                                       "errors": r.errors[-5:]}
 
     def close(self) -> None:
         if self._closed:
@@ -221,7 +224,7 @@ class UdpRelay:
         self.server = (server_host, server_port)
         self.set(delay_ms, jitter_ms)
         self._rng = random.Random(seed)
-        self._on_flow = on_flow  # told each new upstream port (the guard lets the server's replies in)
+        self._on_flow = on_flow  # (upstream port, opened): the guard lets the server's replies to it in
         self._front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._front.setsockopt(socket.SOL_SOCKET, _SO_MARK, RELAY_MARK)
         self._front.bind((RELAY_ADDRESS, 0))
@@ -237,6 +240,7 @@ class UdpRelay:
         self._thread = threading.Thread(target=self._run, name="udp-relay", daemon=True)
         self.relayed = 0
         self.overflow = 0
+        self.errors: list[str] = []
 
     def set(self, delay_ms: float, jitter_ms: float) -> None:
         if delay_ms < 0 or jitter_ms < 0 or delay_ms > 2000 or jitter_ms > 1000:
@@ -269,8 +273,7 @@ class UdpRelay:
             sock.setsockopt(socket.SOL_SOCKET, _SO_MARK, RELAY_MARK)
             sock.bind((self.server[0], 0))
             sock.setblocking(False)
-            if self._on_flow is not None:
-                self._on_flow(sock.getsockname()[1])
+            self._tell(sock, True)
             self._sel.register(sock, selectors.EVENT_READ, client)
             self._flows[client] = sock
         self._last_seen[client] = time.monotonic()
@@ -284,9 +287,19 @@ class UdpRelay:
                 sock = self._flows.pop(client)
                 self._last_seen.pop(client)
                 self._sel.unregister(sock)
+                self._tell(sock, False)
                 sock.close()
                 if force:
                     return
+
+    def _tell(self, sock: socket.socket, opened: bool) -> None:
+        if self._on_flow is None:
+            return
+        try:
+            self._on_flow(sock.getsockname()[1], opened)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            if len(self.errors) < 20:  # the relay goes on; that flow may not get replies
+                self.errors.append(repr(exc)[:200])
 
     def _queue(self, data: bytes, sock: socket.socket, addr: tuple) -> None:
         if len(self._pending) >= MAX_PENDING:
