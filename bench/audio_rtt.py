@@ -55,6 +55,8 @@ log = logging.getLogger("bench.audio_rtt")
 RATE = 48000
 CHUNK = RATE // 100  # 10 ms
 ECHO_IDENTITY = "echo"
+ECHO_STANDING_FRAMES = 50  # 0.5 s of 10 ms frames
+ECHO_STANDING_S = 0.03
 # name -> (loss % to subscribers, relay delay ms, relay jitter ms)
 PROFILES = {
     "clean": (0, 0, 0),
@@ -97,6 +99,8 @@ class EchoPeer:
         self.frames = 0
         self.rx: list[tuple[float, np.ndarray]] = []  # what the echo peer heard, for the uplink split
         self.queued: list[float] = []  # its AudioSource queue after each captured frame
+        self.sheds = 0
+        self._shed_at = 0
         self._task: asyncio.Task | None = None
         self._stream = None
 
@@ -128,6 +132,20 @@ class EchoPeer:
             f = ev.frame
             self.rx.append((now, np.frombuffer(f.data, dtype=np.int16).reshape(-1, f.num_channels)[:, 0].copy()))
             self.queued.append(self.source.queued_duration)
+            self._shed_standing()
+
+    def _shed_standing(self) -> None:
+        """Clear the echo's AudioSource queue when it stayed above ECHO_STANDING_S for a while.
+
+        It fills up after any hiccup of this process (frames captured in a burst)
+        and, filled and drained at the same rate, would stay full: delay the echo
+        adds to every later chirp, for either client.
+        """
+        window = self.queued[-ECHO_STANDING_FRAMES:]
+        if len(window) == ECHO_STANDING_FRAMES and min(window) > ECHO_STANDING_S and self.frames > self._shed_at:
+            self.source.clear_queue()
+            self.sheds += 1
+            self._shed_at = self.frames + ECHO_STANDING_FRAMES
 
     def queue_at(self, t: float) -> float | None:
         """The echo's own AudioSource queue right after the frame that arrived at `t`."""
@@ -458,6 +476,7 @@ async def measure(kind: str, url: str, chirp: np.ndarray, args, net: Impairment 
             "frames_received": len(device.rx),
             "receive_continuity": receive_gaps(device.rx, t_feed),
             "echo_frames": echo.frames,
+            "echo_queue_clears": echo.sheds,
             "echo_queue_ms_at_chirp": [echo.queue_at(ts + u / 1000) if u is not None else None
                                        for ts, u in zip(send_times, up)],
             "packets_dropped": (net.dropped() - dropped0) if net is not None else 0,
