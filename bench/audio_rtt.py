@@ -86,7 +86,8 @@ def make_chirp(f0: float, f1: float, duration: float, amplitude: float) -> np.nd
 
 
 class EchoPeer:
-    def __init__(self, device_identity: str, queue_ms: int, dtx: bool | None = None, capacity: int = 0):
+    def __init__(self, device_identity: str, queue_ms: int, dtx: bool | None = None, capacity: int = 0,
+                 shed: bool = False):
         from livekit import rtc
 
         self.rtc = rtc
@@ -94,6 +95,7 @@ class EchoPeer:
         self.queue_ms = queue_ms
         self.dtx = dtx
         self.capacity = capacity
+        self.shed = shed
         self.room = rtc.Room()
         self.source: "rtc.AudioSource | None" = None
         self.frames = 0
@@ -132,7 +134,8 @@ class EchoPeer:
             f = ev.frame
             self.rx.append((now, np.frombuffer(f.data, dtype=np.int16).reshape(-1, f.num_channels)[:, 0].copy()))
             self.queued.append(self.source.queued_duration)
-            self._shed_standing()
+            if self.shed:
+                self._shed_standing()
 
     def _shed_standing(self) -> None:
         """Clear the echo's AudioSource queue when it stayed above ECHO_STANDING_S for a while.
@@ -430,7 +433,10 @@ async def measure(kind: str, url: str, chirp: np.ndarray, args, net: Impairment 
                   loss: float = 0, outage: float = 0) -> dict:
     room_name = common.fresh_room(f"rtt-{kind}")
     device: Device = OursDevice() if kind == "ours" else OfficialDevice(args.device_queue_ms)
-    echo = EchoPeer(device.identity, args.echo_queue_ms, False if args.echo_no_dtx else None, args.echo_capacity)
+    # gateway_latency.py calls this with its own options: its echo peers stay as they were
+    echo = EchoPeer(device.identity, args.echo_queue_ms, False if args.echo_no_dtx else None,
+                    getattr(args, "echo_capacity", 0), shed=hasattr(args, "echo_capacity"))
+    stall_ms = getattr(args, "stall_ms", 0)
     try:
         t0 = time.monotonic()
         await echo.start(url, room_name, args.timeout)
@@ -445,8 +451,8 @@ async def measure(kind: str, url: str, chirp: np.ndarray, args, net: Impairment 
         def midway() -> None:
             if outage:
                 net.outage(outage)
-            if args.stall_ms:  # the whole event loop blocks, as under a CPU hog or a long GC pause
-                time.sleep(args.stall_ms / 1000)
+            if stall_ms:  # the whole event loop blocks, as under a CPU hog or a long GC pause
+                time.sleep(stall_ms / 1000)
 
         try:
             send_times, end_times, queue_levels = await feed(device, echo, chirp, args, midway)
