@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-RELAY_ADDRESS = "10.77.0.2"  # the veth end a relayed server advertises; its own packets leave from 10.77.0.1
+RELAY_ADDRESS = "10.77.0.2"  # the only address a relayed server advertises; the relay binds it too
 RELAY_MARK = 0x4C4B  # SO_MARK of the relay's sockets: not NATed again, not dropped or lost twice
 MAX_FLOWS = 64
 MAX_PENDING = 4096
