@@ -179,7 +179,7 @@ class Gateway:
 
     async def _join(self, ws: ServerConnection, msg: dict[str, Any], codec: int) -> DeviceSession:
         max_text = min(max(msg.get("max_text", dp.DEFAULT_DEVICE_TEXT), dp.MIN_DEVICE_TEXT), dp.MAX_TEXT_FRAME)
-        options = RoomOptions(auto_subscribe=True, connect_timeout=self.config.join_timeout,
+        options = RoomOptions(auto_subscribe=False, connect_timeout=self.config.join_timeout,
                               ice_host_addresses=self.config.ice_host_addresses)
         session = DeviceSession(codec=codec, max_text=max_text, grace=self.config.grace,
                                 device_info=msg.get("device"), room_options=options)

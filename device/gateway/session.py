@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import secrets
@@ -50,7 +51,7 @@ def _payload_fields(payload: bytes) -> dict[str, str]:
 
 
 def pick_downlink(candidates: list[tuple[str, bool]]) -> str | None:
-    """From (track sid, is an agent's) in subscription order: the newest agent track, else the newest."""
+    """From (track sid, is an agent's), oldest first: the newest agent track, else the newest."""
     best: tuple[str, bool] | None = None
     for sid, is_agent in candidates:
         if best is None or is_agent >= best[1]:
@@ -67,7 +68,8 @@ class DeviceSession:
         self.max_text = max_text
         self.grace = grace
         self.device_info = device_info or {}
-        self.room = Room(room_options or RoomOptions(auto_subscribe=True))
+        # subscribed only to the one track the device hears (_choose_downlink)
+        self.room = Room(dataclasses.replace(room_options or RoomOptions(), auto_subscribe=False))
         self.mic: LocalAudioTrack | None = None
         self.guard = UplinkGuard(codec)
         self.outbox = Outbox()
@@ -78,7 +80,9 @@ class DeviceSession:
         self._writer: asyncio.Task | None = None
         self._grace_task: asyncio.Task | None = None
         self._downlink: asyncio.Task | None = None
-        self._downlink_sid: str | None = None
+        self._downlink_sid: str | None = None  # the track the device hears
+        self._asked: str | None = None         # the track we told the server we want
+        self._syncing: asyncio.Task | None = None
         self._pending_rpcs: dict[str, asyncio.Future] = {}
         self._device_rpcs = 0
         self._tasks = TaskSet(log, MAX_SESSION_TASKS)
@@ -96,7 +100,8 @@ class DeviceSession:
         await self.room.connect(url, token)
         for name in ("participant_connected", "participant_disconnected", "participant_attributes_changed",
                      "agent_state_changed", "active_speakers_changed", "data_received", "token_refreshed",
-                     "track_subscribed", "track_unsubscribed", "disconnected"):
+                     "track_published", "track_unpublished", "track_subscribed", "track_unsubscribed",
+                     "reconnected", "disconnected"):
             self.room.on(name, getattr(self, "_on_" + name))
         self.room.set_rpc_fallback(self._forward_rpc)
         # 3 frames: enough for network jitter; more would only hold latency once it builds up
@@ -148,7 +153,7 @@ class DeviceSession:
             self.outbox.put_control(text)
         token = self.room.refresh_token
         if token:
-            self.outbox.put_control(json.dumps({"t": "token", "token": token}))
+            self.outbox.put_control(json.dumps(self._token_message(token)))
         self._writer = asyncio.ensure_future(self._write_loop(ws))
         self._wake.set()
 
@@ -326,22 +331,47 @@ class DeviceSession:
 
     # -- downlink: to the device ------------------------------------------------------
     def _choose_downlink(self) -> None:
-        """Play one track: an agent's if there is one, else the newest audio track."""
-        candidates = []
-        for sid in self.room.subscribed_tracks():
-            found = self.room.state.find_track(sid)
-            if found is not None and found[1].kind == "audio":
-                candidates.append((sid, found[0].is_agent))
+        """Hear one track: an agent's if there is one, else the newest audio track.
+
+        Only that one is subscribed: every other track would cost the SFU's
+        bandwidth and our SRTP decryption for nothing."""
+        candidates = [(sid, p.is_agent) for p in self.room.remote_participants.values()
+                      for sid, pub in p.tracks.items() if pub.kind == "audio"]
         sid = pick_downlink(candidates)
-        if sid == self._downlink_sid and self._downlink and not self._downlink.done():
+        if sid != self._downlink_sid:
+            self._downlink_sid = sid
+            if self._downlink:
+                self._downlink.cancel()
+                self._downlink = None
+        self._sync_subscription()
+        if sid is None or (self._downlink and not self._downlink.done()):
             return
-        if self._downlink:
-            self._downlink.cancel()
-            self._downlink = None
-        self._downlink_sid = sid
-        track = self.room.remote_track(sid) if sid is not None else None
-        if track is not None:
+        track = self.room.remote_track(sid)
+        if track is not None:  # else its track_subscribed brings us back here
             self._downlink = asyncio.ensure_future(self._pump_downlink(track))
+
+    def _sync_subscription(self) -> None:
+        """Bring the server's view (`_asked`) to `_downlink_sid`, one request at a time, in order."""
+        if self._asked != self._downlink_sid and (self._syncing is None or self._syncing.done()):
+            self._syncing = self._tasks.spawn(self._sync_loop(), f"device session {self.id}'s subscription",
+                                              force=True)  # at most one at a time
+
+    async def _sync_loop(self) -> None:
+        while self._asked != self._downlink_sid:
+            old, want = self._asked, self._downlink_sid
+            try:
+                if old is not None:
+                    if self.room.state.find_track(old) is not None:
+                        await self.room.set_subscribed(old, False)
+                    self._asked = None
+                elif want is not None:
+                    await self.room.set_subscribed(want, True)
+                    self._asked = want
+            except KeyError:  # unpublished meanwhile: its track_unpublished brings us back
+                return
+            except LiveKitError as exc:  # offline: "reconnected" brings us back
+                log.info("device session %s: subscription change waits for the room: %s", self.id, exc)
+                return
 
     async def _pump_downlink(self, track) -> None:
         stream = self.room.audio_stream(track, sample_rate=dp.SAMPLE_RATE, frame_ms=dp.FRAME_MS)
@@ -378,15 +408,34 @@ class DeviceSession:
             msg["topic"] = message.topic
         self.send_or_report(msg, "data")
 
+    def _token_message(self, token: str) -> dict[str, Any]:
+        """The token, or (a device cannot use part of one) `dropped` if it is larger than max_text."""
+        msg = {"t": "token", "token": token}
+        size = len(json.dumps(msg).encode())
+        if size <= self.max_text:
+            return msg
+        log.warning("device %s: its refreshed token (%d bytes) exceeds its max_text (%d); not sent",
+                    self.identity, size, self.max_text)
+        return {"t": "dropped", "what": "token", "size": size}
+
     def _on_token_refreshed(self, token: str) -> None:
         if self._ws is not None:
-            self.send({"t": "token", "token": token})
+            self.send(self._token_message(token))
         # a detached device gets the newest token when it attaches again
+
+    def _on_track_published(self, *args) -> None:
+        self._choose_downlink()
+
+    def _on_track_unpublished(self, *args) -> None:
+        self._choose_downlink()
 
     def _on_track_subscribed(self, *args) -> None:
         self._choose_downlink()
 
     def _on_track_unsubscribed(self, *args) -> None:
+        self._choose_downlink()
+
+    def _on_reconnected(self, *args) -> None:
         self._choose_downlink()
 
     def _on_disconnected(self, reason=None) -> None:

@@ -17,7 +17,7 @@ from typing import Awaitable, Callable
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from . import ice
 from .data import LOSSY_CHANNEL, RELIABLE_CHANNEL
@@ -107,6 +107,7 @@ class PeerSession:
             return
         self.mid_to_track_id.update(mid_to_track_id)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        self._route_remote_ssrcs(sdp)
         self._answered_once = True
         held, self._held_candidates = self._held_candidates, []
         for cand in held:
@@ -116,6 +117,22 @@ class PeerSession:
         if self._renegotiate:
             self._renegotiate = False
             await self.negotiate()
+
+    def _route_remote_ssrcs(self, sdp: str) -> None:
+        """aiortc learns a receiver's SSRCs from its first answer only; when the
+        server moves another track onto a receiver (an unsubscribe, then a
+        subscribe), route the new SSRC there, and forget the old one."""
+        receivers = {t.mid: t.receiver for t in self.pc.getTransceivers() if t.mid is not None}
+        for media in SessionDescription.parse(sdp).media:
+            receiver = receivers.get(media.rtp.muxId)
+            router = getattr(receiver.transport, "_rtp_router", None) if receiver else None
+            if router is None or not media.ssrc or media.direction not in ("sendonly", "sendrecv"):
+                continue
+            ssrcs = {x.ssrc for x in media.ssrc}
+            for stale in [k for k, r in router.ssrc_table.items() if r is receiver and k not in ssrcs]:
+                del router.ssrc_table[stale]
+            for ssrc in ssrcs:
+                router.ssrc_table[ssrc] = receiver
 
     def _add_audio_receiver(self) -> None:
         t = self.pc.addTransceiver("audio", direction="recvonly")

@@ -147,6 +147,7 @@ class Room(EventEmitter):
         self._publish_waiters: dict[str, asyncio.Future] = {}
         self._remote_tracks: dict[str, object] = {}  # track sid -> aiortc track
         self._unresolved_tracks: dict[str, object] = {}
+        self._wanted: set[str] = set()  # tracks asked for by set_subscribed (published ones only)
         self._tasks: set[asyncio.Task] = set()
         # attempts, timer firings, media-failure reports: not cancelled by the
         # teardown, which may itself run in one of them
@@ -293,6 +294,9 @@ class Room(EventEmitter):
             ) from None
         if rejoin:  # tell the user what changed while we were away
             self._emit_all(events)
+            # a new participant on the server: it has none of our old subscriptions
+            for sid in list(self._wanted):
+                await self._send_subscription(sid, True)
 
     def _wire_peer(self, peer: PeerSession) -> None:
         @peer.pc.on("track")
@@ -330,6 +334,7 @@ class Room(EventEmitter):
                 self._rpc.participant_left(args[0].identity)
                 self._streams.sender_left(args[0].identity)
             if name == "track_unpublished":
+                self._wanted.discard(args[0].sid)
                 track = self._remote_tracks.pop(args[0].sid, None)
                 if track is not None:
                     self.emit("track_unsubscribed", track, args[0], args[1])
@@ -417,12 +422,34 @@ class Room(EventEmitter):
         for key, track in list(self._unresolved_tracks.items()):
             sid = peer.mid_to_track_id.get(key)
             found = self.state.find_track(sid) if sid else None
-            if found is None:
-                continue
+            if found is None or (not self.options.auto_subscribe and sid not in self._wanted):
+                continue  # not ours (yet), or one we just unsubscribed from
             del self._unresolved_tracks[key]
             participant, pub = found
             self._remote_tracks[sid] = track
             self.emit("track_subscribed", track, pub, participant)
+
+    async def set_subscribed(self, track_sid: str, subscribed: bool) -> None:
+        """Receive a remote track, or stop receiving it (what auto_subscribe=False is for).
+
+        `track_subscribed` follows when its media arrives; `track_unsubscribed` is
+        emitted at once. The choice holds across reconnects until the track is unpublished."""
+        if self.state.find_track(track_sid) is None:
+            raise KeyError(f"no remote track {track_sid!r}")
+        (self._wanted.add if subscribed else self._wanted.discard)(track_sid)
+        await self._send_subscription(track_sid, subscribed)
+        if not subscribed:
+            track = self._remote_tracks.pop(track_sid, None)
+            if track is not None:
+                participant, pub = self.state.find_track(track_sid)
+                self.emit("track_unsubscribed", track, pub, participant)
+
+    async def _send_subscription(self, track_sid: str, subscribed: bool) -> None:
+        found = self.state.find_track(track_sid)
+        if found is None:
+            self._wanted.discard(track_sid)
+            return
+        await self._send(self._protocol.subscription([track_sid], subscribed, participant_sid=found[0].sid))
 
     def remote_track(self, track_sid: str):
         return self._remote_tracks.get(track_sid)

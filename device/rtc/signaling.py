@@ -176,8 +176,13 @@ class SignalProtocol:
             upd.attributes.update(attributes)
         return self._encode(update_metadata=upd)
 
-    def subscription(self, track_sids: list[str], subscribe: bool) -> bytes:
-        return self._encode(subscription=rtc.UpdateSubscription(track_sids=track_sids, subscribe=subscribe))
+    def subscription(self, track_sids: list[str], subscribe: bool, *, participant_sid: str = "") -> bytes:
+        """Ask for (or stop) remote tracks; naming their publisher too, as the SDKs
+        do, lets servers that look tracks up by publisher find them."""
+        upd = rtc.UpdateSubscription(track_sids=track_sids, subscribe=subscribe)
+        if participant_sid:
+            upd.participant_tracks.add(participant_sid=participant_sid, track_sids=track_sids)
+        return self._encode(subscription=upd)
 
     def leave(self, reason: int = DisconnectReason.CLIENT_INITIATED) -> bytes:
         return self._encode(leave=rtc.LeaveRequest(reason=reason, action=LeaveAction.DISCONNECT))

@@ -287,3 +287,11 @@ def test_subscription_encoding():
     req = request(SignalProtocol().subscription(["TR_a", "TR_b"], False))
     assert list(req.subscription.track_sids) == ["TR_a", "TR_b"]
     assert req.subscription.subscribe is False
+
+
+def test_subscription_names_the_publisher_as_the_sdks_do():
+    # older servers find a track only through its publisher's sid (participant_tracks)
+    req = request(SignalProtocol().subscription(["TR_a"], True, participant_sid="PA_x"))
+    assert list(req.subscription.track_sids) == ["TR_a"] and req.subscription.subscribe is True
+    (pt,) = req.subscription.participant_tracks
+    assert pt.participant_sid == "PA_x" and list(pt.track_sids) == ["TR_a"]
