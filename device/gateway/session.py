@@ -367,8 +367,9 @@ class DeviceSession:
                 elif want is not None:
                     await self.room.set_subscribed(want, True)
                     self._asked = want
-            except KeyError:  # unpublished meanwhile: its track_unpublished brings us back
-                return
+            except KeyError:  # unpublished meanwhile; its track_unpublished chose another already
+                if want == self._downlink_sid:
+                    return
             except LiveKitError as exc:  # offline: "reconnected" brings us back
                 log.info("device session %s: subscription change waits for the room: %s", self.id, exc)
                 return
