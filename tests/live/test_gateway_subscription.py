@@ -181,3 +181,32 @@ async def test_room_without_auto_subscribe_knows_tracks_and_subscribes_on_reques
         assert tap.packets - before < 5, "the server kept sending an unsubscribed track"
     finally:
         player.cancel()
+
+
+async def test_a_rejoin_asks_again_for_the_tracks_it_had(server, room_name, peers, devices):
+    """A rejoin is a new participant on the server, with no subscriptions: Room asks again."""
+    from lkdevice.rtc.lifecycle import MediaFailed
+    from lkdevice.rtc.room import RoomOptions
+
+    dev = await devices(server.url, room_name, options=RoomOptions(auto_subscribe=False))
+    kinds: asyncio.Queue = asyncio.Queue()
+    dev.on("reconnected", kinds.put_nowait)
+    peer = await peers("alice", server.url, room_name)
+    player = await peer.publish_tone(1000)
+    try:
+        sid = audio_sid(peer)
+        assert await until(lambda: dev.state.find_track(sid) is not None)
+        await dev.set_subscribed(sid, True)
+        assert await until(lambda: dev.subscribed_tracks() == [sid])
+        await dev._handle(MediaFailed())  # as when ICE gives up
+        assert await asyncio.wait_for(kinds.get(), 30) == "rejoin"
+        # before: the new participant subscribed to nothing, so nothing came back
+        assert await until(lambda: dev.subscribed_tracks() == [sid]), "not subscribed again after the rejoin"
+        frames = []
+        async for chunk in dev.audio_stream(sid, sample_rate=16000):
+            frames.append(chunk.samples)
+            if len(frames) == 75:
+                break
+        assert tone_frames(frames[25:], 16000, 1000, tolerance=10) >= 40
+    finally:
+        player.cancel()
