@@ -81,6 +81,7 @@ class DeviceSession:
         self._grace_task: asyncio.Task | None = None
         self._downlink: asyncio.Task | None = None
         self._downlink_sid: str | None = None  # the track the device hears
+        self._downlink_track = None            # the receiver it comes through
         self._asked: str | None = None         # the track we told the server we want
         self._syncing: asyncio.Task | None = None
         self._pending_rpcs: dict[str, asyncio.Future] = {}
@@ -344,9 +345,13 @@ class DeviceSession:
                 self._downlink.cancel()
                 self._downlink = None
         self._sync_subscription()
-        if sid is None or (self._downlink and not self._downlink.done()):
+        track = self.room.remote_track(sid) if sid is not None else None
+        if self._downlink and not self._downlink.done() and track is self._downlink_track:
             return
-        track = self.room.remote_track(sid)
+        if self._downlink:  # the server moved our track onto another receiver
+            self._downlink.cancel()
+            self._downlink = None
+        self._downlink_track = track
         if track is not None:  # else its track_subscribed brings us back here
             self._downlink = asyncio.ensure_future(self._pump_downlink(track))
 

@@ -105,6 +105,9 @@ class PeerSession:
         if answer_id and answer_id != self._offer_id:
             log.debug("ignoring answer %d for superseded offer %d", answer_id, self._offer_id)
             return
+        moved = set(mid_to_track_id.values())
+        for mid in [m for m, sid in self.mid_to_track_id.items() if sid in moved and m not in mid_to_track_id]:
+            del self.mid_to_track_id[mid]  # a track rides one mid: the server moved it here
         self.mid_to_track_id.update(mid_to_track_id)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         self._route_remote_ssrcs(sdp)

@@ -434,15 +434,17 @@ class Room(EventEmitter):
 
         `track_subscribed` follows when its media arrives; `track_unsubscribed` is
         emitted at once. The choice holds across reconnects until the track is unpublished."""
-        if self.state.find_track(track_sid) is None:
+        found = self.state.find_track(track_sid)
+        if found is None:
             raise KeyError(f"no remote track {track_sid!r}")
         (self._wanted.add if subscribed else self._wanted.discard)(track_sid)
         await self._send_subscription(track_sid, subscribed)
-        if not subscribed:
+        if subscribed:
+            self._resolve_tracks()  # its receiver may be known already
+        else:
             track = self._remote_tracks.pop(track_sid, None)
             if track is not None:
-                participant, pub = self.state.find_track(track_sid)
-                self.emit("track_unsubscribed", track, pub, participant)
+                self.emit("track_unsubscribed", track, found[1], found[0])
 
     async def _send_subscription(self, track_sid: str, subscribed: bool) -> None:
         found = self.state.find_track(track_sid)
