@@ -1,8 +1,10 @@
 """PCM audio in and out of aiortc tracks, at whatever rate the caller uses.
 
-The network side is always Opus at 48 kHz in 20 ms frames. `MicrophoneTrack`
+The network side is always Opus (RTP clock 48 kHz) in 20 ms frames. `MicrophoneTrack`
 takes mono int16 PCM at any rate and paces it out in real time, filling gaps
-with silence so RTP timing never stalls. Receiving is rtc/playout.py's.
+with silence so RTP timing never stalls; given a `VoiceEncoder` it encodes
+mono at that encoder's rate itself, else aiortc encodes 48 kHz frames.
+Receiving is rtc/playout.py's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import AsyncIterator, Callable
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .opus import VoiceEncoder
 
 OPUS_RATE = 48000
 FRAME_MS = 20
@@ -94,15 +98,20 @@ class MicrophoneTrack:
     """
 
     def __init__(self, *, max_buffer_ms: int = 200, paced_by_source: bool = False,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, encoder: VoiceEncoder | None = None):
         self._clock = clock
-        self._resampler = Resampler(OPUS_RATE)
+        # with an encoder the track buffers at its rate and hands aiortc packets;
+        # without, 48 kHz frames for aiortc's own (48 kHz stereo) encoder
+        self._encoder = encoder
+        self._rate = encoder.sample_rate if encoder else OPUS_RATE
+        self._frame = self._rate * FRAME_MS // 1000
+        self._resampler = Resampler(self._rate)
         # live sources that arrive in whole frames (the gateway's devices): send on
         # arrival rather than on our own 20 ms clock, which would add up to a frame
         self.paced_by_source = paced_by_source
         self._data = asyncio.Event()
         self._buf = np.zeros(0, dtype=np.int16)
-        self._max = OPUS_RATE * max_buffer_ms // 1000
+        self._max = self._rate * max_buffer_ms // 1000
         self._space = asyncio.Event()
         self._space.set()
         self._start: float | None = None
@@ -128,7 +137,7 @@ class MicrophoneTrack:
             self.samples_dropped += excess
         if len(self._buf) >= self._max:
             self._space.clear()
-        if len(self._buf) >= OPUS_FRAME:
+        if len(self._buf) >= self._frame:
             self._data.set()
 
     async def write(self, samples: np.ndarray, sample_rate: int) -> None:
@@ -155,39 +164,43 @@ class MicrophoneTrack:
 
     @property
     def buffered(self) -> float:
-        return len(self._buf) / OPUS_RATE
+        return len(self._buf) / self._rate
 
     # -- network side ---------------------------------------------------------------
-    async def next_frame(self) -> av.AudioFrame:
+    async def next_frame(self) -> av.AudioFrame | av.Packet:
         if self._start is None:
             self._start = self._clock()
         else:
-            wait = self._start + self._pts / OPUS_RATE - self._clock()
+            wait = self._start + self._pts / self._rate - self._clock()
             if wait > 0 and not self.paced_by_source:
                 await asyncio.sleep(wait)
             elif wait < -0.2:  # the loop stalled or the link was down: skip ahead, don't burst
                 # by whole frames: the ticks keep their phase to the source's chunks
                 self._start += (-wait // (FRAME_MS / 1000)) * (FRAME_MS / 1000)
                 # and drop what piled up meanwhile, or it would stay as added latency
-                keep = OPUS_RATE * LIVE_BACKLOG_MS // 1000
+                keep = self._rate * LIVE_BACKLOG_MS // 1000
                 if len(self._buf) > keep:
                     self.samples_dropped += len(self._buf) - keep
                     self._buf = self._buf[-keep:]
         if self.paced_by_source:
             await self._await_source()
-        if len(self._buf) >= OPUS_FRAME:
-            pcm, self._buf = self._buf[:OPUS_FRAME], self._buf[OPUS_FRAME:]
+        if len(self._buf) >= self._frame:
+            pcm, self._buf = self._buf[:self._frame], self._buf[self._frame:]
         else:
-            pcm, self._buf = np.concatenate([self._buf, np.zeros(OPUS_FRAME - len(self._buf), np.int16)]), self._buf[:0]
+            pcm, self._buf = np.concatenate([self._buf, np.zeros(self._frame - len(self._buf), np.int16)]), self._buf[:0]
         self._shed_standing()
         self._space.set()
         if self.muted:
-            pcm = np.zeros(OPUS_FRAME, np.int16)
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = OPUS_RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, OPUS_RATE)
-        self._pts += OPUS_FRAME
+            pcm = np.zeros(self._frame, np.int16)
+        frame: av.AudioFrame | av.Packet
+        if self._encoder is not None:
+            frame = self._encoder.encode(pcm, self._pts)
+        else:
+            frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = self._rate
+            frame.pts = self._pts
+            frame.time_base = fractions.Fraction(1, self._rate)
+        self._pts += self._frame
         self.frames_sent += 1
         if not self.first_frame_sent.is_set():
             self.first_frame_sent.set()
@@ -203,15 +216,15 @@ class MicrophoneTrack:
         self._window += 1
         if self._window < STANDING_FRAMES:
             return
-        if not self._held and self._standing >= OPUS_RATE * STANDING_MIN_MS // 1000:
+        if not self._held and self._standing >= self._rate * STANDING_MIN_MS // 1000:
             self.samples_dropped += self._standing
             self._buf = self._buf[self._standing:]
         self._standing, self._window, self._held = self._max, 0, False
 
     async def _await_source(self) -> None:
         """Hold a source-paced frame until it is complete or late, and not too early."""
-        due = self._start + self._pts / OPUS_RATE
-        while len(self._buf) < OPUS_FRAME and not self.stopped:
+        due = self._start + self._pts / self._rate
+        while len(self._buf) < self._frame and not self.stopped:
             left = due + SOURCE_SLACK_S - self._clock()
             if left <= 0:
                 break
@@ -243,7 +256,7 @@ class _RtpAudioTrack(MediaStreamTrack):
         super().__init__()
         self._source = source
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.AudioFrame | av.Packet:
         if self.readyState != "live" or self._source.stopped:
             raise MediaStreamError
         return await self._source.next_frame()

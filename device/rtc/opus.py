@@ -1,0 +1,75 @@
+"""Opus voice encoding at the source's own rate, for aiortc's pre-encoded path.
+
+aiortc's own encoder takes every track to 48 kHz stereo at 96 kb/s: a 16 kHz
+microphone pays a resample to 48 kHz and a stereo encode for a voice that
+holds 8 kHz of band. libopus encodes mono at 8, 12, 16, 24 or 48 kHz natively
+and any decoder plays the packets at its own rate, so the SDP's opus/48000/2
+stays true. What stays 48 kHz is the RTP clock (RFC 7587): packets carry pts
+in samples of the encoder's rate with that time base, and aiortc's
+`OpusEncoder.pack()` scales them to 48 kHz when a track's `recv()` returns an
+`av.Packet` instead of a frame.
+"""
+
+from __future__ import annotations
+
+import fractions
+
+import av
+import numpy as np
+
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+RTP_RATE = 48000
+# LiveKit's "speech" audio preset; wideband voice is transparent well below it
+DEFAULT_BITRATE = 24000
+
+
+class VoiceEncoder:
+    """Mono int16 PCM in frames of `frame_ms` at `sample_rate` to one Opus packet each."""
+
+    def __init__(self, sample_rate: int = 16000, *, bitrate: int = DEFAULT_BITRATE, frame_ms: int = 20,
+                 application: str = "voip"):
+        if sample_rate not in OPUS_RATES:
+            raise ValueError(f"Opus encodes at {OPUS_RATES} Hz, not {sample_rate}")
+        if frame_ms not in (10, 20, 40, 60):
+            raise ValueError(f"frame_ms must be 10, 20, 40 or 60, not {frame_ms}")
+        self.sample_rate = sample_rate
+        self.bitrate = bitrate
+        self.frame_size = sample_rate * frame_ms // 1000
+        self.time_base = fractions.Fraction(1, sample_rate)
+        ctx = av.CodecContext.create("libopus", "w")
+        ctx.sample_rate = sample_rate
+        ctx.layout = "mono"
+        ctx.format = "s16"
+        ctx.bit_rate = bitrate
+        ctx.time_base = self.time_base
+        ctx.options = {"application": application, "frame_duration": str(frame_ms)}
+        ctx.open()
+        self._ctx = ctx
+        self.packets = 0
+        self.bytes = 0
+
+    def encode(self, pcm: np.ndarray, pts: int) -> av.Packet:
+        """One frame of `frame_size` samples, captured at `pts` (in samples), to its packet."""
+        if len(pcm) != self.frame_size:
+            raise ValueError(f"a frame is {self.frame_size} samples, not {len(pcm)}")
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1),
+                                           format="s16", layout="mono")
+        frame.sample_rate = self.sample_rate
+        frame.pts = pts
+        packets = self._ctx.encode(frame)
+        if len(packets) != 1:  # libopus codes each whole frame at once; anything else is a bug
+            raise RuntimeError(f"libopus returned {len(packets)} packets for one frame")
+        packet = packets[0]
+        # the encoder's own pts is shifted by its lookahead; the RTP timestamp is the capture time
+        packet.pts = pts
+        packet.time_base = self.time_base
+        self.packets += 1
+        self.bytes += packet.size
+        return packet
+
+    @property
+    def average_bitrate(self) -> float:
+        """Bits per second of what was encoded so far (payload only)."""
+        if not self.packets:
+            return 0.0
+        return self.bytes * 8 * self.sample_rate / (self.packets * self.frame_size)

@@ -1,0 +1,114 @@
+"""The voice encoder: what a far-side decoder hears, what goes on the wire, and
+how MicrophoneTrack hands its packets to aiortc."""
+
+from __future__ import annotations
+
+import fractions
+
+import av
+import numpy as np
+import pytest
+from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+from aiortc.jitterbuffer import JitterFrame
+
+from lkdevice.rtc.audio import MicrophoneTrack
+from lkdevice.rtc.opus import VoiceEncoder
+from tests.audio_checks import tone_frames
+
+RATE = 16000
+FRAME = 320
+
+
+def tone16(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(RATE * seconds)) / RATE
+    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def encode_all(enc: VoiceEncoder, pcm: np.ndarray) -> list[av.Packet]:
+    return [enc.encode(pcm[i:i + FRAME], i) for i in range(0, len(pcm) - FRAME + 1, FRAME)]
+
+
+def decode(packets: list[av.Packet]) -> list[np.ndarray]:
+    """As a far side decodes: libopus at 48 kHz (ffmpeg's wrapper always outputs 48 kHz)."""
+    dec = av.CodecContext.create("libopus", "r")
+    dec.sample_rate = 48000
+    dec.layout = "mono"
+    dec.format = "s16"
+    out = []
+    for p in packets:
+        for f in dec.decode(av.Packet(bytes(p))):
+            assert f.sample_rate == 48000
+            out.append(f.to_ndarray().reshape(-1))
+    return out
+
+
+def test_a_tone_round_trips_on_pitch():
+    packets = encode_all(VoiceEncoder(RATE), tone16(440.0, 1.0))
+    frames = decode(packets)
+    assert len(frames) == 50
+    assert all(len(f) == 960 for f in frames)
+    # the first frames carry the encoder's lookahead and ramp; the rest is the tone
+    assert tone_frames(frames[5:], 48000, 440.0, tolerance=5.0) >= 43
+
+
+def test_aiortcs_own_decoder_plays_it_as_48k_stereo():
+    packets = encode_all(VoiceEncoder(RATE), tone16(440.0, 1.0))
+    dec = OpusDecoder()
+    frames = []
+    for i, p in enumerate(packets):
+        for f in dec.decode(JitterFrame(data=bytes(p), timestamp=i * 960)):
+            assert f.sample_rate == 48000
+            frames.append(f.to_ndarray().reshape(-1)[::2])  # left channel of interleaved stereo
+    assert tone_frames(frames[5:], 48000, 440.0, tolerance=5.0) >= 43
+
+
+def test_packets_are_one_per_frame_at_about_the_asked_bitrate():
+    t = np.arange(RATE * 3) / RATE
+    # something voice-like: harmonics of 150 Hz, amplitude-modulated at a syllable rate
+    voice = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 20)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    pcm = (0.03 * 32767 * voice).astype(np.int16)
+    for bitrate in (24000, 32000):
+        enc = VoiceEncoder(RATE, bitrate=bitrate)
+        packets = encode_all(enc, pcm)
+        assert len(packets) == 150
+        # VBR: near the target on average, and nowhere near aiortc's 96 kb/s (240 B a frame)
+        assert 0.7 * bitrate <= enc.average_bitrate <= 1.3 * bitrate, enc.average_bitrate
+        assert max(p.size for p in packets) <= bitrate * 3 / 8 / 50
+        # mono, 20 ms (TOC byte: config from bits 3-7, stereo flag bit 2, one frame code 0)
+        toc = bytes(packets[-1])[0]
+        assert toc & 0x04 == 0 and toc & 0x03 == 0
+
+
+def test_rejects_rates_and_frames_opus_cannot_take():
+    with pytest.raises(ValueError):
+        VoiceEncoder(44100)
+    with pytest.raises(ValueError):
+        VoiceEncoder(RATE).encode(np.zeros(FRAME + 1, np.int16), 0)
+
+
+def test_pts_scale_to_the_48k_rtp_clock_through_aiortc():
+    enc = VoiceEncoder(RATE)
+    sender_side = OpusEncoder()  # what aiortc's RTCRtpSender calls pack() on
+    stamps = [sender_side.pack(enc.encode(np.zeros(FRAME, np.int16), i * FRAME))[1] for i in range(5)]
+    assert stamps == [0, 960, 1920, 2880, 3840]
+
+
+async def test_microphone_with_an_encoder_sends_packets_without_resampling():
+    mic = MicrophoneTrack(encoder=VoiceEncoder(RATE), paced_by_source=True)
+    pcm = tone16(440.0, 0.2)
+    mic.write_nowait(pcm, RATE)
+    assert mic.buffered == pytest.approx(0.2)  # kept at 16 kHz: 3200 samples, not 9600
+    packets = [await mic.next_frame() for _ in range(10)]
+    assert all(isinstance(p, av.Packet) for p in packets)
+    assert [p.pts for p in packets] == [i * FRAME for i in range(10)]
+    assert all(p.time_base == fractions.Fraction(1, RATE) for p in packets)
+    frames = decode(packets)
+    assert tone_frames(frames[3:], 48000, 440.0, tolerance=5.0) >= 6
+
+
+async def test_muted_microphone_with_an_encoder_sends_silence():
+    mic = MicrophoneTrack(encoder=VoiceEncoder(RATE), paced_by_source=True)
+    mic.write_nowait(tone16(440.0, 0.2), RATE)
+    mic.muted = True
+    frames = decode([await mic.next_frame() for _ in range(10)])
+    assert max(np.abs(f).max() for f in frames[3:]) < 100
