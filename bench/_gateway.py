@@ -70,7 +70,11 @@ class GatewayProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
-        with contextlib.suppress(OSError), open(f"/proc/{self.pid}/status") as f:
+        return self.rss_of(self.pid)
+
+    @staticmethod
+    def rss_of(pid: int) -> float:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return round(int(line.split()[1]) / 1024, 1)

@@ -131,6 +131,38 @@ def opus_rate(seconds: float) -> dict:
             "decodes_per_s": round(1 / t_dec),
             "devices_bound": round(1 / (50 * t_enc + 50 * t_dec), 1),
         }
+    # what the gateway's microphone now runs: rtc/opus.py's VoiceEncoder at the device's
+    # 16 kHz (no resampling), decoded as a far side does, at 48 kHz
+    from lkdevice.rtc.opus import VoiceEncoder
+
+    venc = VoiceEncoder(RATE16)
+    sig16 = (0.1 * 32767 * np.sin(2 * np.pi * TONE_HZ * np.arange(FRAME * 50) / RATE16)).astype(np.int16)
+    chunks = [sig16[i * FRAME:(i + 1) * FRAME] for i in range(50)]
+    packets = []
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds / 2:
+        p = venc.encode(chunks[n % 50], n * FRAME)
+        if len(packets) < 500:
+            packets.append(bytes(p))
+        n += 1
+    t_enc = (time.perf_counter() - t0) / n
+    dec = av.CodecContext.create("libopus", "r")
+    dec.format = "s16"
+    dec.layout = "mono"
+    dec.sample_rate = 48000
+    m = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds / 2:
+        dec.decode(av.Packet(packets[m % len(packets)]))
+        m += 1
+    t_dec = (time.perf_counter() - t0) / m
+    out["voice16"] = {
+        "bitrate": venc.bitrate, "encoder": "VoiceEncoder 16 kHz mono voip, decoded mono at 48 kHz",
+        "encode_us": round(t_enc * 1e6, 1), "decode_us": round(t_dec * 1e6, 1),
+        "encodes_per_s": round(1 / t_enc), "decodes_per_s": round(1 / t_dec),
+        "devices_bound": round(1 / (50 * t_enc + 50 * t_dec), 1),
+    }
     return out
 
 
@@ -245,20 +277,24 @@ def proc_cpu_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def analyse(devices: list[LoadDevice], w0: float, w1: float, chirp: np.ndarray, max_delay: float) -> dict:
-    """Markers first (their median delay d aligns the frame count: what the partner
+def analyse(flows: list[tuple[list[tuple[float, np.ndarray]], list[int] | None, list[float],
+                               list[tuple[float, float]]]],
+            w0: float, w1: float, chirp: np.ndarray, max_delay: float) -> dict:
+    """One flow per receiving device: (received 20 ms frames as (arrival, pcm), their
+    seq numbers or None, the partner's send times, the partner's marker send times).
+
+    Markers first (their median delay d aligns the frame count: what the partner
     sent in [w0 - d, w1 - d] should arrive in [w0, w1]), then frames."""
     latencies: list[float] = []
     missed = 0
-    per_device = []
-    for d in devices:
-        p = d.partner
-        frames = [(t, f) for t, f in d.client.rx_frames if w0 <= t <= w1]
-        pcms = [np.frombuffer(f, dtype="<i2", offset=8) for _, f in frames]
-        per_device.append((d, frames, pcms))
-        markers = [(a, b) for a, b in p.marker_sends if w0 <= a <= w1 - max_delay]
-        if markers and frames:
-            rx = [(t, x) for (t, _), x in zip(frames, pcms)]
+    windowed = []
+    for rx_all, seqs_all, sends, marker_sends in flows:
+        keep = [i for i, (t, _) in enumerate(rx_all) if w0 <= t <= w1]
+        rx = [rx_all[i] for i in keep]
+        seqs = [seqs_all[i] for i in keep] if seqs_all is not None else None
+        windowed.append((rx, seqs, sends))
+        markers = [(a, b) for a, b in marker_sends if w0 <= a <= w1 - max_delay]
+        if markers and rx:
             found = rtt.detect(rx, chirp, [a for a, _ in markers], [b for _, b in markers], max_delay, 0.5)
             for r in found:
                 if r["delay_ms"] is None:
@@ -269,12 +305,12 @@ def analyse(devices: list[LoadDevice], w0: float, w1: float, chirp: np.ndarray, 
     shift = float(np.median(lat)) / 1000.0 if lat.size else 0.0
     expected = received = gaps = silent = 0
     silence_rms = 0.01 * TONE_AMPLITUDE * 32767 / np.sqrt(2)
-    for d, frames, pcms in per_device:
-        expected += sum(1 for t in d.partner.sends if w0 - shift <= t <= w1 - shift)
-        received += len(frames)
-        seqs = [(f[2] << 8) | f[3] for _, f in frames]
-        gaps += sum(max(0, ((b - a) & 0xFFFF) - 1) for a, b in zip(seqs, seqs[1:]))
-        silent += sum(1 for x in pcms if np.sqrt(np.mean(x.astype(np.float64) ** 2)) < silence_rms)
+    for rx, seqs, sends in windowed:
+        expected += sum(1 for t in sends if w0 - shift <= t <= w1 - shift)
+        received += len(rx)
+        if seqs is not None:
+            gaps += sum(max(0, ((b - a) & 0xFFFF) - 1) for a, b in zip(seqs, seqs[1:]))
+        silent += sum(1 for _, x in rx if np.sqrt(np.mean(x.astype(np.float64) ** 2)) < silence_rms)
     lost = max(0, expected - received) + silent
     return {
         "frames_expected": expected,
@@ -288,6 +324,40 @@ def analyse(devices: list[LoadDevice], w0: float, w1: float, chirp: np.ndarray, 
         "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if lat.size else None,
         "latency_max_ms": round(float(lat.max()), 1) if lat.size else None,
     }
+
+
+def our_flows(devices: list[LoadDevice]) -> list:
+    flows = []
+    for d in devices:
+        frames = d.client.rx_frames
+        rx = [(t, np.frombuffer(f, dtype="<i2", offset=8)) for t, f in frames]
+        seqs = [(f[2] << 8) | f[3] for _, f in frames]
+        flows.append((rx, seqs, d.partner.sends, d.partner.marker_sends))
+    return flows
+
+
+def judge(step: dict, baseline_p50: float | None) -> float | None:
+    """Fill in added latency and ok; returns the baseline (the first step's p50)."""
+    if baseline_p50 is None and step["latency_p50_ms"] is not None:
+        baseline_p50 = step["latency_p50_ms"]
+    if baseline_p50 is not None and step["latency_p50_ms"] is not None:
+        step["added_p50_ms"] = round(step["latency_p50_ms"] - baseline_p50, 1)
+        step["added_p99_ms"] = round(step["latency_p99_ms"] - baseline_p50, 1)
+    step["ok"] = (step["loss_pct"] is not None and step["loss_pct"] < 1.0 and step.get("added_p99_ms") is not None
+                  and step["added_p99_ms"] < 100.0 and step["markers"] > 0
+                  and (step.get("concealed_pct") or 0.0) < 1.0)
+    return baseline_p50
+
+
+def stop_stepping(step: dict, failed_in_a_row: int, args) -> bool:
+    return (failed_in_a_row >= args.fail_steps or (step["loss_pct"] or 0) > args.stop_loss_pct
+            or (step.get("added_p50_ms") or 0) > args.stop_added_ms)
+
+
+def capacity(steps: list[dict]) -> tuple[int, int | None]:
+    passing = [s["devices"] for s in steps if s["ok"]]
+    first_fail = next((s["devices"] for s in steps if not s["ok"]), None)
+    return (max(passing) if passing else 0), first_fail
 
 
 async def add_pairs(devices: list[LoadDevice], target: int, run_id: str, gw_url: str, args,
@@ -318,7 +388,7 @@ async def add_pairs(devices: list[LoadDevice], target: int, run_id: str, gw_url:
     return errors
 
 
-async def run(args, server, gw: GatewayProcess, opus: dict, t_start: float) -> dict:
+async def run_ours(args, server, gw: GatewayProcess) -> dict:
     run_id = uuid.uuid4().hex[:6]
     tone = (TONE_AMPLITUDE * 32767 * np.sin(2 * np.pi * TONE_HZ * np.arange(FRAME) / RATE16)).astype(np.int16)
     chirp = marker_chirp()
@@ -326,6 +396,8 @@ async def run(args, server, gw: GatewayProcess, opus: dict, t_start: float) -> d
     steps_out: list[dict] = []
     errors: list[str] = []
     baseline_p50: float | None = None
+    failed = 0
+    t_start = time.monotonic()
     steps = [s for s in args.steps if s <= args.max_devices]
     try:
         for n in steps:
@@ -353,79 +425,168 @@ async def run(args, server, gw: GatewayProcess, opus: dict, t_start: float) -> d
             # let the markers sent near the end arrive before analysing
             await asyncio.sleep(0.3)
             live = [d for d in devices if d._task is not None]
-            stats = analyse(live, w0, w1, chirp, args.max_delay)
+            stats = analyse(our_flows(live), w0, w1, chirp, args.max_delay)
             step = {"devices": len(live), "join_s": round(join_s, 2), "join_errors": len(errs), **stats,
                     "gateway_cpu_pct": gw_cpu, "gateway_rss_mb": gw.rss_mb(), "server_cpu_pct": srv_cpu,
                     "loadgen_cpu_pct": me_cpu,
                     "loadgen_max_send_late_ms": round(1000 * max((d.max_late for d in live), default=0), 1)}
-            if baseline_p50 is None and step["latency_p50_ms"] is not None:
-                baseline_p50 = step["latency_p50_ms"]
-            if baseline_p50 is not None and step["latency_p50_ms"] is not None:
-                step["added_p50_ms"] = round(step["latency_p50_ms"] - baseline_p50, 1)
-                step["added_p99_ms"] = round(step["latency_p99_ms"] - baseline_p50, 1)
-            step["ok"] = (step["loss_pct"] is not None and step["loss_pct"] < 1.0 and step.get("added_p99_ms") is not None
-                          and step["added_p99_ms"] < 100.0 and step["markers"] > 0)
-            log.info("step %s", json.dumps(step))
+            baseline_p50 = judge(step, baseline_p50)
+            failed = 0 if step["ok"] else failed + 1
+            log.info("ours step %s", json.dumps(step))
             steps_out.append(step)
             # clear what the next step does not need
             for d in devices:
                 d.client.rx_frames.clear()
                 d.sends = [t for t in d.sends if t > w1 - 2.0]
                 d.marker_sends = [m for m in d.marker_sends if m[0] > w1]
-            if (step["loss_pct"] or 0) > args.stop_loss_pct or (step.get("added_p50_ms") or 0) > args.stop_added_ms:
-                log.info("far past capacity at %d devices; stopping", step["devices"])
+            if stop_stepping(step, failed, args):
+                log.info("past capacity at %d devices; stopping", step["devices"])
                 break
     finally:
         await asyncio.gather(*(d.stop() for d in devices), return_exceptions=True)
-    passing = [s["devices"] for s in steps_out if s["ok"]]
-    first_fail = next((s["devices"] for s in steps_out if not s["ok"]), None)
-    return {
-        "benchmark": "gateway_capacity",
-        "setup": {
-            "gateway": "own process, taskset -c 0",
-            "server_and_loadgen": "core 1",
-            "codec": "pcm16",
-            "signal": f"{TONE_HZ:.0f} Hz tone, continuous; {MARKER_MS} ms chirp 1-4 kHz once a second per device",
-            "pairs": "2 devices per room, each hears its partner through the gateway",
-            "step_seconds": args.step_seconds,
-            "settle_seconds": args.settle,
-            "added_latency": "step p50/p99 minus the smallest step's p50 (same path, 2 devices)",
-        },
-        "capacity_devices": max(passing) if passing else 0,
-        "capacity_rule": "largest step with loss < 1 % and p99 added latency < 100 ms",
-        "first_failing_step": first_fail,
-        "opus_bound": opus,
-        "opus_bound_devices_mono": (opus.get("mono") or {}).get("devices_bound"),
-        "opus_bound_devices_stereo_aiortc": (opus.get("stereo") or {}).get("devices_bound"),
-        "baseline_p50_ms": baseline_p50,
-        "steps": steps_out,
-        "errors": errors[:20],
-        "error_count": len(errors),
-    }
+    cap, first_fail = capacity(steps_out)
+    return {"capacity_devices": cap, "first_failing_step": first_fail, "baseline_p50_ms": baseline_p50,
+            "steps": steps_out, "errors": errors[:20], "error_count": len(errors)}
+
+
+class OfficialProcess:
+    """bench/_official_capacity.py in a child (pinned like the gateway), driven a step at a time."""
+
+    def __init__(self, url: str, cpus: str | None, out_dir: str, args):
+        here = os.path.dirname(os.path.abspath(__file__))
+        cmd = [sys.executable, os.path.join(here, "_official_capacity.py"), "--url", url,
+               "--run-id", f"sdk-{uuid.uuid4().hex[:6]}", "--out-dir", out_dir,
+               "--join-concurrency", str(args.join_concurrency), "--timeout", str(args.timeout)]
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus, *cmd]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    async def read(self, timeout: float) -> dict:
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
+        if not line:
+            raise RuntimeError(f"official child ended (exit {self.proc.poll()})")
+        return json.loads(line)
+
+    def send(self, obj: dict) -> None:
+        self.proc.stdin.write(json.dumps(obj) + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.send({"cmd": "quit"})
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def official_flows(path: str, n: int) -> list:
+    data = np.load(path)
+    flows = []
+    for i in range(n):
+        p = i ^ 1  # the partner: devices come in pairs
+        if not (bool(data[f"ok{i}"][0]) and bool(data[f"ok{p}"][0])):
+            continue
+        pcm = data[f"rx_pcm{i}"]
+        rx = [(float(t), pcm[k * FRAME:(k + 1) * FRAME]) for k, t in enumerate(data[f"rx_t{i}"])]
+        flows.append((rx, None, list(data[f"sends{p}"]), [tuple(m) for m in data[f"markers{p}"]]))
+    return flows
+
+
+async def run_official(args, server, cpus: str | None) -> dict:
+    """The same load on official-SDK participants, all in one process on the gateway's core."""
+    import tempfile
+
+    chirp = marker_chirp()
+    steps_out: list[dict] = []
+    errors: list[str] = []
+    baseline_p50: float | None = None
+    failed = 0
+    t_start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="lkd-cap-") as out_dir:
+        child = OfficialProcess(server.url, cpus, out_dir, args)
+        try:
+            await child.read(60)  # ready
+            for n in [s for s in args.steps if s <= args.max_devices]:
+                if time.monotonic() - t_start + args.settle + args.step_seconds + 30 > args.time_limit:
+                    log.info("official: time limit, stopping before the %d-device step", n)
+                    break
+                child.send({"cmd": "step", "devices": n, "settle": args.settle, "seconds": args.step_seconds})
+                await child.read(args.timeout * (n // 2 + 2))  # window start (joins done)
+                c0, srv0, t0 = proc_cpu_seconds(child.proc.pid), proc_cpu_seconds(server.proc.pid), time.monotonic()
+                await child.read(args.step_seconds + 30)  # window end
+                dt = time.monotonic() - t0
+                cpu = round(100 * (proc_cpu_seconds(child.proc.pid) - c0) / dt, 1)
+                srv_cpu = round(100 * (proc_cpu_seconds(server.proc.pid) - srv0) / dt, 1)
+                rss = GatewayProcess.rss_of(child.proc.pid)
+                info = (await child.read(120))["step"]
+                errors += info["errors"]
+                flows = official_flows(info["path"], info["devices"])
+                stats = analyse(flows, info["w0"], info["w1"], chirp, args.max_delay)
+                ib = info["inbound"]
+                step = {"devices": info["devices"], "join_s": info["join_s"], "join_errors": info["join_errors"],
+                        **stats,
+                        "concealed_pct": round(100 * ib["concealed"] / ib["samples"], 3) if ib["samples"] else None,
+                        "packets_lost": ib["packets_lost"],
+                        "sdk_process_cpu_pct": cpu, "sdk_process_rss_mb": rss, "server_cpu_pct": srv_cpu,
+                        "max_send_late_ms": info["max_send_late_ms"]}
+                baseline_p50 = judge(step, baseline_p50)
+                failed = 0 if step["ok"] else failed + 1
+                log.info("official step %s", json.dumps(step))
+                steps_out.append(step)
+                if stop_stepping(step, failed, args):
+                    log.info("official: past capacity at %d devices; stopping", step["devices"])
+                    break
+        finally:
+            child.stop()
+    cap, first_fail = capacity(steps_out)
+    return {"capacity_devices": cap, "first_failing_step": first_fail, "baseline_p50_ms": baseline_p50,
+            "steps": steps_out, "errors": errors[:20], "error_count": len(errors)}
+
+
+PROFILES = {
+    # steps, step seconds, settle, time limit per side
+    "default": ("2,4,8,16,24,32,48,64,96,128", 8.0, 3.0, 150.0),
+    "quick": ("4,16,32,48,64", 5.0, 2.0, 75.0),
+}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--max-devices", type=int, default=64)
-    p.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)), help="device counts (even numbers)")
-    p.add_argument("--step-seconds", type=float, default=10.0)
-    p.add_argument("--settle", type=float, default=3.0, help="seconds after adding devices before measuring")
-    p.add_argument("--time-limit", type=float, default=270.0, help="no new step starts past this (seconds)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="default",
+                   help="default: ~6 min in all; quick: ~3 min, coarser steps, shorter windows")
+    p.add_argument("--max-devices", type=int, default=128)
+    p.add_argument("--steps", help="device counts (even numbers)")
+    p.add_argument("--step-seconds", type=float)
+    p.add_argument("--settle", type=float, help="seconds after adding devices before measuring")
+    p.add_argument("--time-limit", type=float, help="per side: no new step starts past this (seconds)")
+    p.add_argument("--sides", default="ours,official", help="which of ours,official to run")
     p.add_argument("--join-concurrency", type=int, default=4)
     p.add_argument("--max-delay", type=float, default=0.8, help="marker search window, seconds")
+    p.add_argument("--fail-steps", type=int, default=2, help="stop after this many failing steps in a row")
     p.add_argument("--stop-loss-pct", type=float, default=10.0, help="stop stepping past this loss")
     p.add_argument("--stop-added-ms", type=float, default=500.0, help="stop stepping past this added p50")
     p.add_argument("--opus-seconds", type=float, default=4.0)
     p.add_argument("--opus-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--gateway-args", default="", help="extra arguments for `lkdevice gateway`")
     p.add_argument("--no-pin", action="store_true", help="do not pin (machines with one core)")
     p.add_argument("--timeout", type=float, default=20.0)
-    p.add_argument("--deadline", type=float, default=330.0)
+    p.add_argument("--deadline", type=float, help="hard stop, seconds (default: 2 x time limit + 120)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
     if args.opus_only:
         print(json.dumps(opus_rate(args.opus_seconds)))
         return 0
-    args.steps = sorted({int(s) for s in args.steps.split(",") if s})
+    steps, step_s, settle, limit = PROFILES[args.profile]
+    args.steps = sorted({int(s) for s in (args.steps or steps).split(",") if s})
+    args.step_seconds = args.step_seconds or step_s
+    args.settle = args.settle if args.settle is not None else settle
+    args.time_limit = args.time_limit or limit
+    args.deadline = args.deadline or 2 * args.time_limit + 120
+    sides = {s.strip() for s in args.sides.split(",") if s.strip()}
     if any(s % 2 for s in args.steps):
         p.error("--steps: device counts must be even (devices come in pairs)")
     common.require_isolation()
@@ -435,29 +596,64 @@ def main() -> int:
     pin = not args.no_pin and {0, 1} <= cpus
     if pin:
         os.sched_setaffinity(0, {1})  # the server (started next) inherits core 1
+    load_before = [round(x, 2) for x in os.getloadavg()]
     opus = measure_opus_bound(args.opus_seconds) if pin else {"error": "not pinned"}
     log.info("opus bound: %s", opus)
 
+    result: dict = {
+        "benchmark": "gateway_capacity",
+        "setup": {
+            "ours": "lkdevice gateway, own process, taskset -c 0; DeviceClient load generator on core 1",
+            "official": "official livekit SDK, N rooms of 2 participants in one process, taskset -c 0",
+            "server": "core 1",
+            "device_audio": "16 kHz mono 20 ms frames both ways (ours: PCM16 device protocol)",
+            "signal": f"{TONE_HZ:.0f} Hz tone, continuous; {MARKER_MS} ms chirp 1-4 kHz once a second per device",
+            "pairs": "2 devices per room, each hears its partner",
+            "profile": args.profile, "steps": args.steps,
+            "step_seconds": args.step_seconds, "settle_seconds": args.settle,
+            "added_latency": "step p50/p99 minus the side's smallest step's p50",
+        },
+        "capacity_rule": "largest step with loss < 1 %, p99 added latency < 100 ms (official: and concealed < 1 %)",
+    }
     servers: list = []
-    ok = False
+    ok = True
     with common.watchdog(args.deadline, servers):
         server = common.start_server()
         servers.append(server)
-        gw = None
         try:
-            gw = GatewayProcess(server.url, cpus="0" if pin else None).start()
-            servers.append(gw)
-            result = asyncio.run(asyncio.wait_for(run(args, server, gw, opus, t_start), args.deadline - 20))
-            ok = bool(result["steps"])
-        except Exception as exc:
-            log.exception("gateway_capacity failed")
-            result = {"benchmark": "gateway_capacity", "error": repr(exc), "server_log": str(server.log_path),
-                      "gateway_log_tail": gw.lines[-20:] if gw else None}
+            if "ours" in sides:
+                gw = None
+                try:
+                    gw = GatewayProcess(server.url, cpus="0" if pin else None,
+                                        extra_args=args.gateway_args.split()).start()
+                    servers.append(gw)
+                    result["ours"] = asyncio.run(asyncio.wait_for(run_ours(args, server, gw),
+                                                                  args.time_limit + 60))
+                except Exception as exc:
+                    log.exception("ours failed")
+                    result["ours"] = {"error": repr(exc), "gateway_log_tail": gw.lines[-20:] if gw else None}
+                finally:
+                    if gw is not None:
+                        gw.stop()
+            if "official" in sides:
+                try:
+                    result["official"] = asyncio.run(asyncio.wait_for(
+                        run_official(args, server, "0" if pin else None), args.time_limit + 90))
+                except Exception as exc:
+                    log.exception("official failed")
+                    result["official"] = {"error": repr(exc)}
         finally:
-            if gw is not None:
-                gw.stop()
+            ok = all(bool(result.get(s, {}).get("steps")) for s in sides)
             common.stop_server(server, keep_workdir=not ok)
+    result["ours_devices"] = result.get("ours", {}).get("capacity_devices")
+    result["official_devices"] = result.get("official", {}).get("capacity_devices")
+    result["ratio_ours_over_official"] = common.ratio(result["ours_devices"], result["official_devices"])
+    result["opus_bound"] = opus
+    for key in ("mono", "stereo", "voice16"):
+        result[f"opus_bound_devices_{key}"] = (opus.get(key) or {}).get("devices_bound")
     result["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    result["loadavg_before"] = load_before
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     result["environment"] = common.environment()
     result["environment"]["pinned"] = pin
     common.emit(result)
