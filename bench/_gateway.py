@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,9 +21,11 @@ class GatewayProcess:
     """`lkdevice gateway` in a child process (optionally pinned with taskset)."""
 
     def __init__(self, livekit_url: str, *, cpus: str | None = None, host: str = "127.0.0.1",
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, profile_to: str | None = None):
         self.livekit_url = livekit_url
         self.cpus = cpus
+        # run under pyinstrument (sampling, low overhead); its text report goes here at stop()
+        self.profile_to = profile_to
         self.host = host
         self.port = free_port(host)
         self.extra_args = extra_args or []
@@ -39,7 +42,8 @@ class GatewayProcess:
         return self.proc.pid
 
     def start(self, timeout: float = 20.0) -> "GatewayProcess":
-        cmd = [sys.executable, "-m", "lkdevice.cli", "gateway", "--livekit-url", self.livekit_url,
+        profiler = ["-m", "pyinstrument", "-r", "text", "-o", self.profile_to] if self.profile_to else []
+        cmd = [sys.executable, *profiler, "-m", "lkdevice.cli", "gateway", "--livekit-url", self.livekit_url,
                "--listen", f"{self.host}:{self.port}", *self.extra_args]
         if self.cpus is not None:
             cmd = ["taskset", "-c", self.cpus, *cmd]
@@ -83,9 +87,12 @@ class GatewayProcess:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.terminate()
+        if self.profile_to:
+            self.proc.send_signal(signal.SIGINT)  # the CLI returns; pyinstrument writes its report
+        else:
+            self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(30 if self.profile_to else 10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)

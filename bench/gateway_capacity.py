@@ -17,8 +17,8 @@ The receiver finds each marker by normalised cross-correlation
 (bench/audio_rtt.py's detector); the path latency is "marker's first frame
 handed to the client" -> "received frame holding its first sample".
 
-Devices are added in steps (2, 4, 8, 12, 16, 24, 32, 48, 64 by default, up to
---max-devices and the --time-limit); earlier pairs keep streaming. Per step,
+Devices are added in steps (see the profiles below; up to --max-devices and
+the --time-limit); earlier pairs keep streaming. Per step,
 after --settle seconds, a --step-seconds window:
 
 - frames: expected (what the partners sent in the window), received (arrived in
@@ -37,12 +37,31 @@ after --settle seconds, a --step-seconds window:
   lateness (if the generator falls behind, the step says so).
 
 Capacity = the largest step with loss < 1 % and p99 load-added latency < 100 ms.
-Before the gateway starts, a child process pinned to core 0 measures PyAV's
-libopus (what aiortc uses) on 20 ms 48 kHz frames: encodes and decodes per
-second, mono (as asked) and stereo at 96 kb/s (aiortc's own encoder and decoder
-settings), turned into devices = 1 / (50 * t_encode + 50 * t_decode).
 
-    host_tools/isolated.sh python bench/gateway_capacity.py [--max-devices 64] [--step-seconds 10]
+The official SDK, same run, after ours (the gateway stopped first): a child
+process pinned to core 0 (bench/_official_capacity.py) runs the same load on
+official `livekit` participants, N rooms of two in one process, as a gateway
+built on the SDK would: per device an `rtc.AudioSource` at 16 kHz mono fed
+the same tone and markers in 20 ms frames (queue 60 ms, the gateway's
+microphone buffer) and an `rtc.AudioStream` of its partner at 16 kHz mono,
+20 ms frames. The device's side of the protocol has no counterpart here, so
+the load generation runs inside the pinned process. Same analysis (the
+arrival time is when the frame reaches Python), plus the receivers' WebRTC
+counters: the SDK plays out continuously and hides a lost packet with
+concealment, so a step also fails on concealed samples >= 1 %.
+
+Before either, a child process pinned to core 0 measures PyAV's libopus on
+20 ms frames: encodes and decodes per second at 48 kHz mono (libopus default
+bitrate) and stereo at 96 kb/s (aiortc's own encoder and decoder settings), and
+the gateway's VoiceEncoder (rtc/opus.py: 16 kHz mono, 24 kb/s), turned into
+devices = 1 / (50 * t_encode + 50 * t_decode).
+
+Profiles: default (steps 2 ... 128, 8 s windows, 150 s a side, ~6 min in all)
+and quick (4, 16, 32, 48, 64; 5 s windows; 75 s a side). A side stops after
+--fail-steps (2) failing steps in a row. --profile-gateway PATH runs the gateway
+under pyinstrument and writes its text report there.
+
+    host_tools/isolated.sh python bench/gateway_capacity.py [--profile quick] [--sides ours,official]
 """
 
 from __future__ import annotations
@@ -72,7 +91,6 @@ FRAME_S = 0.02
 TONE_HZ = 400.0          # 40-sample period: every 20 ms frame is the same
 TONE_AMPLITUDE = 0.1
 MARKER_MS = 60
-DEFAULT_STEPS = (2, 4, 8, 12, 16, 24, 32, 48, 64)
 
 
 # -- the Opus-only bound (runs in a child pinned to core 0) --------------------------------
@@ -506,16 +524,19 @@ async def run_official(args, server, cpus: str | None) -> dict:
     baseline_p50: float | None = None
     failed = 0
     t_start = time.monotonic()
+    ended = None
     with tempfile.TemporaryDirectory(prefix="lkd-cap-") as out_dir:
         child = OfficialProcess(server.url, cpus, out_dir, args)
+        n = 0
         try:
             await child.read(60)  # ready
             for n in [s for s in args.steps if s <= args.max_devices]:
                 if time.monotonic() - t_start + args.settle + args.step_seconds + 30 > args.time_limit:
                     log.info("official: time limit, stopping before the %d-device step", n)
+                    n = 0
                     break
                 child.send({"cmd": "step", "devices": n, "settle": args.settle, "seconds": args.step_seconds})
-                await child.read(args.timeout * (n // 2 + 2))  # window start (joins done)
+                await child.read(60 + n)  # window start (joins done)
                 c0, srv0, t0 = proc_cpu_seconds(child.proc.pid), proc_cpu_seconds(server.proc.pid), time.monotonic()
                 await child.read(args.step_seconds + 30)  # window end
                 dt = time.monotonic() - t0
@@ -539,12 +560,21 @@ async def run_official(args, server, cpus: str | None) -> dict:
                 steps_out.append(step)
                 if stop_stepping(step, failed, args):
                     log.info("official: past capacity at %d devices; stopping", step["devices"])
+                    n = 0
                     break
+            n = 0
+        except Exception as exc:
+            # past capacity the SDK's process can starve until it cannot join or dies
+            # (FFI panic on its own timeouts): that step failed, the earlier ones stand
+            log.warning("official: the %d-device step did not complete: %r", n, exc)
+            ended = repr(exc)
+            if n:
+                steps_out.append({"devices": n, "ok": False, "collapsed": ended})
         finally:
             child.stop()
     cap, first_fail = capacity(steps_out)
     return {"capacity_devices": cap, "first_failing_step": first_fail, "baseline_p50_ms": baseline_p50,
-            "steps": steps_out, "errors": errors[:20], "error_count": len(errors)}
+            "steps": steps_out, "ended": ended, "errors": errors[:20], "error_count": len(errors)}
 
 
 PROFILES = {
@@ -572,9 +602,11 @@ def main() -> int:
     p.add_argument("--opus-seconds", type=float, default=4.0)
     p.add_argument("--opus-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--gateway-args", default="", help="extra arguments for `lkdevice gateway`")
+    p.add_argument("--profile-gateway", metavar="PATH",
+                   help="run the gateway under pyinstrument, its text report to PATH (use with --sides ours)")
     p.add_argument("--no-pin", action="store_true", help="do not pin (machines with one core)")
     p.add_argument("--timeout", type=float, default=20.0)
-    p.add_argument("--deadline", type=float, help="hard stop, seconds (default: 2 x time limit + 120)")
+    p.add_argument("--deadline", type=float, help="hard stop, seconds (default: 2 x time limit + 240)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
     if args.opus_only:
@@ -585,7 +617,7 @@ def main() -> int:
     args.step_seconds = args.step_seconds or step_s
     args.settle = args.settle if args.settle is not None else settle
     args.time_limit = args.time_limit or limit
-    args.deadline = args.deadline or 2 * args.time_limit + 120
+    args.deadline = args.deadline or 2 * args.time_limit + 240
     sides = {s.strip() for s in args.sides.split(",") if s.strip()}
     if any(s % 2 for s in args.steps):
         p.error("--steps: device counts must be even (devices come in pairs)")
@@ -625,7 +657,8 @@ def main() -> int:
                 gw = None
                 try:
                     gw = GatewayProcess(server.url, cpus="0" if pin else None,
-                                        extra_args=args.gateway_args.split()).start()
+                                        extra_args=args.gateway_args.split(),
+                                        profile_to=args.profile_gateway).start()
                     servers.append(gw)
                     result["ours"] = asyncio.run(asyncio.wait_for(run_ours(args, server, gw),
                                                                   args.time_limit + 60))
@@ -638,7 +671,7 @@ def main() -> int:
             if "official" in sides:
                 try:
                     result["official"] = asyncio.run(asyncio.wait_for(
-                        run_official(args, server, "0" if pin else None), args.time_limit + 90))
+                        run_official(args, server, "0" if pin else None), args.time_limit + 150))
                 except Exception as exc:
                     log.exception("official failed")
                     result["official"] = {"error": repr(exc)}

@@ -166,6 +166,11 @@ class MicrophoneTrack:
     def buffered(self) -> float:
         return len(self._buf) / self._rate
 
+    @property
+    def audio_level(self) -> int | None:
+        """dBov of the last frame it encoded itself (None when aiortc encodes)."""
+        return self._encoder.last_level if self._encoder is not None else None
+
     # -- network side ---------------------------------------------------------------
     async def next_frame(self) -> av.AudioFrame | av.Packet:
         if self._start is None:
@@ -255,6 +260,10 @@ class _RtpAudioTrack(MediaStreamTrack):
     def __init__(self, source: MicrophoneTrack):
         super().__init__()
         self._source = source
+
+    @property
+    def audio_level(self) -> int | None:
+        return self._source.audio_level  # read by opus.carry_audio_level
 
     async def recv(self) -> av.AudioFrame | av.Packet:
         if self.readyState != "live" or self._source.stopped:

@@ -13,6 +13,7 @@ in samples of the encoder's rate with that time base, and aiortc's
 from __future__ import annotations
 
 import fractions
+import math
 
 import av
 import numpy as np
@@ -21,6 +22,38 @@ OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 RTP_RATE = 48000
 # LiveKit's "speech" audio preset; wideband voice is transparent well below it
 DEFAULT_BITRATE = 24000
+MIN_LEVEL = -127  # RFC 6464: dBov, -127 is silence
+
+
+def audio_level(pcm: np.ndarray) -> int:
+    """The RFC 6464 level of int16 PCM in dBov (-127 ... 0), as aiortc computes it for frames."""
+    x = pcm.astype(np.float64)
+    rms = math.sqrt(float(np.dot(x, x)) / max(1, len(x))) / 32767
+    if rms <= 0:
+        return MIN_LEVEL
+    return round(max(MIN_LEVEL, min(0.0, 20 * math.log10(rms))))
+
+
+def carry_audio_level(sender, track) -> None:
+    """Put the track's level into the RTP audio-level extension on aiortc's packet path.
+
+    aiortc measures the level only of frames it encodes itself (in a pure-Python
+    loop over the samples); for packets it sends none, and the SFU, which ranks
+    active speakers by it, takes the device for silent. A track with an
+    `audio_level` attribute (the level of what its last `recv()` returned) gets
+    it copied into the encoded frame the sender is about to packetize.
+    """
+    if not hasattr(track, "audio_level"):
+        return
+    inner = sender._next_encoded_frame
+
+    async def with_level(codec):
+        encoded = await inner(codec)
+        if encoded is not None and encoded.audio_level is None:
+            encoded.audio_level = track.audio_level
+        return encoded
+
+    sender._next_encoded_frame = with_level
 
 
 class VoiceEncoder:
@@ -47,6 +80,7 @@ class VoiceEncoder:
         self._ctx = ctx
         self.packets = 0
         self.bytes = 0
+        self.last_level = MIN_LEVEL  # of the last frame encoded, for the RTP audio-level extension
 
     def encode(self, pcm: np.ndarray, pts: int) -> av.Packet:
         """One frame of `frame_size` samples, captured at `pts` (in samples), to its packet."""
@@ -59,6 +93,7 @@ class VoiceEncoder:
         packets = self._ctx.encode(frame)
         if len(packets) != 1:  # libopus codes each whole frame at once; anything else is a bug
             raise RuntimeError(f"libopus returned {len(packets)} packets for one frame")
+        self.last_level = audio_level(pcm)
         packet = packets[0]
         # the encoder's own pts is shifted by its lookahead; the RTP timestamp is the capture time
         packet.pts = pts

@@ -21,6 +21,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from . import ice
 from .data import LOSSY_CHANNEL, RELIABLE_CHANNEL
+from .opus import carry_audio_level
 from .playout import PacketTap, attach
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,8 @@ class PeerSession:
             self.pc.addTransceiver("video", direction="recvonly")
 
     def add_sender(self, track) -> None:
-        self.pc.addTransceiver(track, direction="sendonly")
+        transceiver = self.pc.addTransceiver(track, direction="sendonly")
+        carry_audio_level(transceiver.sender, track)
 
     # -- ICE ----------------------------------------------------------------------
     async def add_trickle(self, candidate_init: str, final: bool) -> None:

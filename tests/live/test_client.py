@@ -52,6 +52,35 @@ async def test_our_tone_reaches_the_peer_at_440_hz(server, room_name, peers, dev
     assert good >= 0.95 * EXPECTED_FRAMES, f"{good}/{EXPECTED_FRAMES} frames at 440 Hz"
 
 
+async def test_voice_encoded_tone_reaches_the_peer_on_pitch_as_a_speaker(server, room_name, peers, devices):
+    """publish_audio(voice_rate=16000): we encode 16 kHz mono Opus ourselves and hand aiortc packets."""
+    agent = await peers("agent", server.url, room_name)
+    speakers: asyncio.Queue = asyncio.Queue()
+    agent.room.on("active_speakers_changed", lambda ps: speakers.put_nowait([p.identity for p in ps]))
+    dev = await devices(server.url, room_name)
+    mic = await dev.publish_audio(lkdevice.tone(440, sample_rate=16000), voice_rate=16000)
+
+    track, pub, who = await agent.expect("track_subscribed")
+    assert who.identity == "device" and pub.sid == mic.sid
+    frames = await agent.record(track, SECONDS)
+    good = tone_frames(frames, 48000, 440)
+    assert good >= 0.95 * EXPECTED_FRAMES, f"{good}/{EXPECTED_FRAMES} frames at 440 Hz"
+    # the SFU ranks speakers by the audio level in each RTP packet: the packet path must carry it
+    heard: list[str] = []
+    while "device" not in heard:
+        heard = await asyncio.wait_for(speakers.get(), 10)
+    # and the wire carries the voice bitrate, not aiortc's 96 kb/s stereo
+    async def received_bytes() -> tuple[float, int]:
+        stats = [s.inbound_rtp for s in await track.get_stats() if s.HasField("inbound_rtp")]
+        return asyncio.get_running_loop().time(), stats[0].inbound.bytes_received
+
+    t0, b0 = await received_bytes()
+    await asyncio.sleep(1.5)
+    t1, b1 = await received_bytes()
+    kbps = (b1 - b0) * 8 / 1000 / (t1 - t0)
+    assert 12 < kbps < 60, f"{kbps:.1f} kb/s"
+
+
 async def test_peer_tone_reaches_us_at_1khz(server, room_name, peers, devices):
     agent = await peers("agent", server.url, room_name)
     dev = await devices(server.url, room_name)
