@@ -42,7 +42,10 @@ class GatewayProcess:
         return self.proc.pid
 
     def start(self, timeout: float = 20.0) -> "GatewayProcess":
-        profiler = ["-m", "pyinstrument", "-r", "text", "-o", self.profile_to] if self.profile_to else []
+        profiler = []
+        if self.profile_to:  # a .pyisession file reloads with `pyinstrument --load`, e.g. with --show-all
+            renderer = "session" if self.profile_to.endswith(".pyisession") else "text"
+            profiler = ["-m", "pyinstrument", "-r", renderer, "-o", self.profile_to]
         cmd = [sys.executable, *profiler, "-m", "lkdevice.cli", "gateway", "--livekit-url", self.livekit_url,
                "--listen", f"{self.host}:{self.port}", *self.extra_args]
         if self.cpus is not None:

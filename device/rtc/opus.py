@@ -78,6 +78,9 @@ class VoiceEncoder:
         ctx.options = {"application": application, "frame_duration": str(frame_ms)}
         ctx.open()
         self._ctx = ctx
+        # one frame, refilled: libopus codes it within encode() and keeps no reference
+        self._frame = av.AudioFrame(format="s16", layout="mono", samples=self.frame_size)
+        self._frame.sample_rate = sample_rate
         self.packets = 0
         self.bytes = 0
         self.last_level = MIN_LEVEL  # of the last frame encoded, for the RTP audio-level extension
@@ -86,9 +89,8 @@ class VoiceEncoder:
         """One frame of `frame_size` samples, captured at `pts` (in samples), to its packet."""
         if len(pcm) != self.frame_size:
             raise ValueError(f"a frame is {self.frame_size} samples, not {len(pcm)}")
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1),
-                                           format="s16", layout="mono")
-        frame.sample_rate = self.sample_rate
+        frame = self._frame
+        frame.planes[0].update(np.ascontiguousarray(pcm, dtype=np.int16))
         frame.pts = pts
         packets = self._ctx.encode(frame)
         if len(packets) != 1:  # libopus codes each whole frame at once; anything else is a bug

@@ -112,3 +112,17 @@ async def test_muted_microphone_with_an_encoder_sends_silence():
     mic.muted = True
     frames = decode([await mic.next_frame() for _ in range(10)])
     assert max(np.abs(f).max() for f in frames[3:]) < 100
+
+
+def test_audio_level_is_what_aiortc_puts_in_the_rtp_extension():
+    from aiortc.rtp import compute_audio_level_dbov
+
+    from lkdevice.rtc.opus import audio_level
+
+    for amplitude in (0.0, 0.001, 0.05, 0.3, 1.0):
+        pcm = tone16(440.0, 0.02, amplitude)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        assert audio_level(pcm) == compute_audio_level_dbov(frame)
+    enc = VoiceEncoder(RATE)
+    enc.encode(tone16(440.0, 0.02, 0.3), 0)
+    assert enc.last_level == -13  # 0.3 of full scale, RMS 0.212: -13.5 dBov
