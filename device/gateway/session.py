@@ -105,9 +105,10 @@ class DeviceSession:
                      "reconnected", "disconnected"):
             self.room.on(name, getattr(self, "_on_" + name))
         self.room.set_rpc_fallback(self._forward_rpc)
-        # 3 frames: enough for network jitter; more would only hold latency once it builds up
+        # 3 frames: enough for network jitter; more would only hold latency once it builds up.
+        # Encoded here at the device's rate, mono: no resampling, no 48 kHz stereo encode
         self.mic = await self.room.publish_audio(name="microphone", max_buffer_ms=MIC_BUFFER_MS,
-                                                 paced_by_source=True)
+                                                 paced_by_source=True, voice_rate=dp.SAMPLE_RATE)
         if muted:
             await self.mic.mute()
         self._choose_downlink()
