@@ -21,8 +21,11 @@ class GatewayProcess:
     """`lkdevice gateway` in a child process (optionally pinned with taskset)."""
 
     def __init__(self, livekit_url: str, *, cpus: str | None = None, host: str = "127.0.0.1",
-                 extra_args: list[str] | None = None, profile_to: str | None = None):
+                 extra_args: list[str] | None = None, profile_to: str | None = None,
+                 pythonpath: str | None = None):
         self.livekit_url = livekit_url
+        # a folder whose `lkdevice` shadows the installed one (another checkout, for before/after)
+        self.pythonpath = pythonpath
         self.cpus = cpus
         # run under pyinstrument (sampling, low overhead); its text report goes here at stop()
         self.profile_to = profile_to
@@ -50,8 +53,10 @@ class GatewayProcess:
                "--listen", f"{self.host}:{self.port}", *self.extra_args]
         if self.cpus is not None:
             cmd = ["taskset", "-c", self.cpus, *cmd]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         ready = threading.Event()
 
         def pump() -> None:

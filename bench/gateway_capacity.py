@@ -367,9 +367,48 @@ def judge(step: dict, baseline_p50: float | None) -> float | None:
     return baseline_p50
 
 
+class Core0Meter:
+    """Busy % of core 0 (everything on it: the measured process and whatever else the machine runs)."""
+
+    def __init__(self):
+        self.t0, self.busy0 = time.monotonic(), self._busy()
+
+    @staticmethod
+    def _busy() -> float | None:
+        with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu0 "):
+                    v = [int(x) for x in line.split()[1:]]
+                    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle, iowait
+        return None
+
+    def read(self) -> float | None:
+        busy = self._busy()
+        if busy is None or self.busy0 is None:
+            return None
+        return 100.0 * (busy - self.busy0) / (time.monotonic() - self.t0)
+
+
+def brief(step: dict) -> dict:
+    return {k: step.get(k) for k in ("loss_pct", "added_p99_ms", "concealed_pct", "core0_others_pct")}
+
+
+def far_past(step: dict, args) -> bool:
+    return (step["loss_pct"] or 0) > args.stop_loss_pct or (step.get("added_p50_ms") or 0) > args.stop_added_ms
+
+
 def stop_stepping(step: dict, failed_in_a_row: int, args) -> bool:
-    return (failed_in_a_row >= args.fail_steps or (step["loss_pct"] or 0) > args.stop_loss_pct
-            or (step.get("added_p50_ms") or 0) > args.stop_added_ms)
+    return failed_in_a_row >= args.fail_steps or far_past(step, args)
+
+
+def cpu_per_device(steps: list[dict], key: str) -> float | None:
+    """CPU % of the core per device at the largest passing step: steadier than the
+    capacity step on a shared machine, where other load moves the latency first."""
+    passing = [s for s in steps if s["ok"] and s.get(key) is not None]
+    if not passing:
+        return None
+    s = max(passing, key=lambda s: s["devices"])
+    return round(s[key] / s["devices"], 2)
 
 
 def capacity(steps: list[dict]) -> tuple[int, int | None]:
@@ -423,40 +462,51 @@ async def run_ours(args, server, gw: GatewayProcess) -> dict:
             if elapsed + args.settle + args.step_seconds + 15 > args.time_limit:
                 log.info("time limit: stopping before the %d-device step", n)
                 break
-            tj = time.monotonic()
-            errs = await add_pairs(devices, n, run_id, gw.url, args, tone, chirp)
-            join_s = time.monotonic() - tj
-            errors += errs
-            await asyncio.sleep(args.settle)
-            for d in devices:
-                d.max_late = 0.0
-            meter = CpuMeter(gw)
-            meter.start()
-            srv0 = proc_cpu_seconds(server.proc.pid)
-            me0 = proc_cpu_seconds("self")
-            w0 = time.monotonic()
-            await asyncio.sleep(args.step_seconds)
-            w1 = time.monotonic()
-            gw_cpu = meter.read()
-            srv_cpu = round(100 * (proc_cpu_seconds(server.proc.pid) - srv0) / (w1 - w0), 1)
-            me_cpu = round(100 * (proc_cpu_seconds("self") - me0) / (w1 - w0), 1)
-            # let the markers sent near the end arrive before analysing
-            await asyncio.sleep(0.3)
-            live = [d for d in devices if d._task is not None]
-            stats = analyse(our_flows(live), w0, w1, chirp, args.max_delay)
-            step = {"devices": len(live), "join_s": round(join_s, 2), "join_errors": len(errs), **stats,
-                    "gateway_cpu_pct": gw_cpu, "gateway_rss_mb": gw.rss_mb(), "server_cpu_pct": srv_cpu,
-                    "loadgen_cpu_pct": me_cpu,
-                    "loadgen_max_send_late_ms": round(1000 * max((d.max_late for d in live), default=0), 1)}
-            baseline_p50 = judge(step, baseline_p50)
+            earlier: list[dict] = []
+            for attempt in range(1 + args.retry_failed):
+                tj = time.monotonic()
+                errs = await add_pairs(devices, n, run_id, gw.url, args, tone, chirp)
+                join_s = time.monotonic() - tj
+                errors += errs
+                await asyncio.sleep(args.settle)
+                for d in devices:
+                    d.max_late = 0.0
+                meter = CpuMeter(gw)
+                meter.start()
+                srv0 = proc_cpu_seconds(server.proc.pid)
+                me0 = proc_cpu_seconds("self")
+                core0 = Core0Meter()
+                w0 = time.monotonic()
+                await asyncio.sleep(args.step_seconds)
+                w1 = time.monotonic()
+                gw_cpu = meter.read()
+                srv_cpu = round(100 * (proc_cpu_seconds(server.proc.pid) - srv0) / (w1 - w0), 1)
+                me_cpu = round(100 * (proc_cpu_seconds("self") - me0) / (w1 - w0), 1)
+                core0_busy = core0.read()
+                # let the markers sent near the end arrive before analysing
+                await asyncio.sleep(0.3)
+                live = [d for d in devices if d._task is not None]
+                stats = analyse(our_flows(live), w0, w1, chirp, args.max_delay)
+                step = {"devices": len(live), "join_s": round(join_s, 2), "join_errors": len(errs), **stats,
+                        "gateway_cpu_pct": gw_cpu, "gateway_rss_mb": gw.rss_mb(), "server_cpu_pct": srv_cpu,
+                        "core0_others_pct": round(max(0.0, core0_busy - gw_cpu), 1) if core0_busy is not None else None,
+                        "loadgen_cpu_pct": me_cpu,
+                        "loadgen_max_send_late_ms": round(1000 * max((d.max_late for d in live), default=0), 1)}
+                baseline_p50 = judge(step, baseline_p50)
+                # clear what the next window does not need
+                for d in devices:
+                    d.client.rx_frames.clear()
+                    d.sends = [t for t in d.sends if t > w1 - 2.0]
+                    d.marker_sends = [m for m in d.marker_sends if m[0] > w1]
+                if step["ok"] or attempt == args.retry_failed or far_past(step, args):
+                    break
+                log.info("ours: %d devices failed (%s); measuring again", n, brief(step))
+                earlier.append(brief(step))
+            if earlier:
+                step["failed_before"] = earlier
             failed = 0 if step["ok"] else failed + 1
             log.info("ours step %s", json.dumps(step))
             steps_out.append(step)
-            # clear what the next step does not need
-            for d in devices:
-                d.client.rx_frames.clear()
-                d.sends = [t for t in d.sends if t > w1 - 2.0]
-                d.marker_sends = [m for m in d.marker_sends if m[0] > w1]
             if stop_stepping(step, failed, args):
                 log.info("past capacity at %d devices; stopping", step["devices"])
                 break
@@ -464,6 +514,7 @@ async def run_ours(args, server, gw: GatewayProcess) -> dict:
         await asyncio.gather(*(d.stop() for d in devices), return_exceptions=True)
     cap, first_fail = capacity(steps_out)
     return {"capacity_devices": cap, "first_failing_step": first_fail, "baseline_p50_ms": baseline_p50,
+            "cpu_pct_per_device": cpu_per_device(steps_out, "gateway_cpu_pct"),
             "steps": steps_out, "errors": errors[:20], "error_count": len(errors)}
 
 
@@ -535,26 +586,37 @@ async def run_official(args, server, cpus: str | None) -> dict:
                     log.info("official: time limit, stopping before the %d-device step", n)
                     n = 0
                     break
-                child.send({"cmd": "step", "devices": n, "settle": args.settle, "seconds": args.step_seconds})
-                await child.read(60 + n)  # window start (joins done)
-                c0, srv0, t0 = proc_cpu_seconds(child.proc.pid), proc_cpu_seconds(server.proc.pid), time.monotonic()
-                await child.read(args.step_seconds + 30)  # window end
-                dt = time.monotonic() - t0
-                cpu = round(100 * (proc_cpu_seconds(child.proc.pid) - c0) / dt, 1)
-                srv_cpu = round(100 * (proc_cpu_seconds(server.proc.pid) - srv0) / dt, 1)
-                rss = GatewayProcess.rss_of(child.proc.pid)
-                info = (await child.read(120))["step"]
-                errors += info["errors"]
-                flows = official_flows(info["path"], info["devices"])
-                stats = analyse(flows, info["w0"], info["w1"], chirp, args.max_delay)
-                ib = info["inbound"]
-                step = {"devices": info["devices"], "join_s": info["join_s"], "join_errors": info["join_errors"],
-                        **stats,
-                        "concealed_pct": round(100 * ib["concealed"] / ib["samples"], 3) if ib["samples"] else None,
-                        "packets_lost": ib["packets_lost"],
-                        "sdk_process_cpu_pct": cpu, "sdk_process_rss_mb": rss, "server_cpu_pct": srv_cpu,
-                        "max_send_late_ms": info["max_send_late_ms"]}
-                baseline_p50 = judge(step, baseline_p50)
+                earlier: list[dict] = []
+                for attempt in range(1 + args.retry_failed):
+                    child.send({"cmd": "step", "devices": n, "settle": args.settle, "seconds": args.step_seconds})
+                    await child.read(60 + n)  # window start (joins done)
+                    c0, srv0, t0 = proc_cpu_seconds(child.proc.pid), proc_cpu_seconds(server.proc.pid), time.monotonic()
+                    core0 = Core0Meter()
+                    await child.read(args.step_seconds + 30)  # window end
+                    dt = time.monotonic() - t0
+                    cpu = round(100 * (proc_cpu_seconds(child.proc.pid) - c0) / dt, 1)
+                    srv_cpu = round(100 * (proc_cpu_seconds(server.proc.pid) - srv0) / dt, 1)
+                    core0_busy = core0.read()
+                    rss = GatewayProcess.rss_of(child.proc.pid)
+                    info = (await child.read(120))["step"]
+                    errors += info["errors"]
+                    flows = official_flows(info["path"], info["devices"])
+                    stats = analyse(flows, info["w0"], info["w1"], chirp, args.max_delay)
+                    ib = info["inbound"]
+                    step = {"devices": info["devices"], "join_s": info["join_s"], "join_errors": info["join_errors"],
+                            **stats,
+                            "concealed_pct": round(100 * ib["concealed"] / ib["samples"], 3) if ib["samples"] else None,
+                            "packets_lost": ib["packets_lost"],
+                            "sdk_process_cpu_pct": cpu, "sdk_process_rss_mb": rss, "server_cpu_pct": srv_cpu,
+                            "core0_others_pct": round(max(0.0, core0_busy - cpu), 1) if core0_busy is not None else None,
+                            "max_send_late_ms": info["max_send_late_ms"]}
+                    baseline_p50 = judge(step, baseline_p50)
+                    if step["ok"] or attempt == args.retry_failed or far_past(step, args):
+                        break
+                    log.info("official: %d devices failed (%s); measuring again", n, brief(step))
+                    earlier.append(brief(step))
+                if earlier:
+                    step["failed_before"] = earlier
                 failed = 0 if step["ok"] else failed + 1
                 log.info("official step %s", json.dumps(step))
                 steps_out.append(step)
@@ -574,7 +636,20 @@ async def run_official(args, server, cpus: str | None) -> dict:
             child.stop()
     cap, first_fail = capacity(steps_out)
     return {"capacity_devices": cap, "first_failing_step": first_fail, "baseline_p50_ms": baseline_p50,
+            "cpu_pct_per_device": cpu_per_device(steps_out, "sdk_process_cpu_pct"),
             "steps": steps_out, "ended": ended, "errors": errors[:20], "error_count": len(errors)}
+
+
+def baseline_path(tree: str) -> str:
+    """A PYTHONPATH entry whose `lkdevice` is DIR/device."""
+    import tempfile
+
+    src = os.path.join(os.path.abspath(tree), "device")
+    if not os.path.isfile(os.path.join(src, "__init__.py")):
+        raise SystemExit(f"--baseline-tree: no device/__init__.py under {tree}")
+    shim = tempfile.mkdtemp(prefix="lkd-baseline-")
+    os.symlink(src, os.path.join(shim, "lkdevice"))
+    return shim
 
 
 PROFILES = {
@@ -594,9 +669,14 @@ def main() -> int:
     p.add_argument("--settle", type=float, help="seconds after adding devices before measuring")
     p.add_argument("--time-limit", type=float, help="per side: no new step starts past this (seconds)")
     p.add_argument("--sides", default="ours,official", help="which of ours,official to run")
+    p.add_argument("--baseline-tree", metavar="DIR",
+                   help="also run ours with the `device/` package found in DIR (e.g. `git archive "
+                        "<commit> device | tar -x -C DIR`): before/after in the same run, as side `baseline`")
     p.add_argument("--join-concurrency", type=int, default=4)
     p.add_argument("--max-delay", type=float, default=0.8, help="marker search window, seconds")
     p.add_argument("--fail-steps", type=int, default=2, help="stop after this many failing steps in a row")
+    p.add_argument("--retry-failed", type=int, default=1,
+                   help="measure a failing step again this many times (a shared machine stalls now and then)")
     p.add_argument("--stop-loss-pct", type=float, default=10.0, help="stop stepping past this loss")
     p.add_argument("--stop-added-ms", type=float, default=500.0, help="stop stepping past this added p50")
     p.add_argument("--opus-seconds", type=float, default=4.0)
@@ -606,7 +686,7 @@ def main() -> int:
                    help="run the gateway under pyinstrument, its text report to PATH (use with --sides ours)")
     p.add_argument("--no-pin", action="store_true", help="do not pin (machines with one core)")
     p.add_argument("--timeout", type=float, default=20.0)
-    p.add_argument("--deadline", type=float, help="hard stop, seconds (default: 2 x time limit + 240)")
+    p.add_argument("--deadline", type=float, help="hard stop, seconds (default: sides x time limit + 240)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
     if args.opus_only:
@@ -617,8 +697,8 @@ def main() -> int:
     args.step_seconds = args.step_seconds or step_s
     args.settle = args.settle if args.settle is not None else settle
     args.time_limit = args.time_limit or limit
-    args.deadline = args.deadline or 2 * args.time_limit + 240
     sides = {s.strip() for s in args.sides.split(",") if s.strip()}
+    args.deadline = args.deadline or (len(sides) + bool(args.baseline_tree)) * args.time_limit + 240
     if any(s % 2 for s in args.steps):
         p.error("--steps: device counts must be even (devices come in pairs)")
     common.require_isolation()
@@ -653,18 +733,25 @@ def main() -> int:
         server = common.start_server()
         servers.append(server)
         try:
-            if "ours" in sides:
+            ours_runs = [("ours", None)]
+            if args.baseline_tree:
+                sides.add("baseline")
+                ours_runs.insert(0, ("baseline", baseline_path(args.baseline_tree)))
+                result["setup"]["baseline"] = os.path.abspath(args.baseline_tree)
+            for side, pythonpath in ours_runs:
+                if side not in sides:
+                    continue
                 gw = None
                 try:
                     gw = GatewayProcess(server.url, cpus="0" if pin else None,
-                                        extra_args=args.gateway_args.split(),
-                                        profile_to=args.profile_gateway).start()
+                                        extra_args=args.gateway_args.split(), pythonpath=pythonpath,
+                                        profile_to=args.profile_gateway if side == "ours" else None).start()
                     servers.append(gw)
-                    result["ours"] = asyncio.run(asyncio.wait_for(run_ours(args, server, gw),
-                                                                  args.time_limit + 60))
+                    result[side] = asyncio.run(asyncio.wait_for(run_ours(args, server, gw),
+                                                                args.time_limit + 60))
                 except Exception as exc:
-                    log.exception("ours failed")
-                    result["ours"] = {"error": repr(exc), "gateway_log_tail": gw.lines[-20:] if gw else None}
+                    log.exception("%s failed", side)
+                    result[side] = {"error": repr(exc), "gateway_log_tail": gw.lines[-20:] if gw else None}
                 finally:
                     if gw is not None:
                         gw.stop()
@@ -678,6 +765,8 @@ def main() -> int:
         finally:
             ok = all(bool(result.get(s, {}).get("steps")) for s in sides)
             common.stop_server(server, keep_workdir=not ok)
+    if "baseline" in result:
+        result["baseline_devices"] = result["baseline"].get("capacity_devices")
     result["ours_devices"] = result.get("ours", {}).get("capacity_devices")
     result["official_devices"] = result.get("official", {}).get("capacity_devices")
     result["ratio_ours_over_official"] = common.ratio(result["ours_devices"], result["official_devices"])
