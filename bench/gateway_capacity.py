@@ -56,12 +56,19 @@ bitrate) and stereo at 96 kb/s (aiortc's own encoder and decoder settings), and
 the gateway's VoiceEncoder (rtc/opus.py: 16 kHz mono, 24 kb/s), turned into
 devices = 1 / (50 * t_encode + 50 * t_decode).
 
-Profiles: default (steps 2 ... 128, 8 s windows, 150 s a side, ~6 min in all)
-and quick (4, 16, 32, 48, 64; 5 s windows; 75 s a side). A side stops after
---fail-steps (2) failing steps in a row. --profile-gateway PATH runs the gateway
-under pyinstrument and writes its text report there.
+Profiles: default (steps 2 ... 128, 8 s windows, 150 s a side, ~5 min in all)
+and quick (4, 16, 32, 48, 64; 5 s windows; 75 s a side, ~3 min). A failing step
+is measured once more (--retry-failed) before it counts, since on a shared
+machine another process can stall core 0 for a moment (each step reports
+core0_others_pct: core 0's busy time not spent by the measured process); a side
+stops after --fail-steps (2) failing steps in a row. --baseline-tree DIR runs
+ours a second time, first, with the `device/` package in DIR (before/after in
+one run). --profile-gateway PATH runs the gateway under pyinstrument (text, or a
+session to reload if PATH ends in .pyisession).
 
     host_tools/isolated.sh python bench/gateway_capacity.py [--profile quick] [--sides ours,official]
+    git archive main device | tar -x -C /tmp/before
+    host_tools/isolated.sh python bench/gateway_capacity.py --baseline-tree /tmp/before
 """
 
 from __future__ import annotations
@@ -401,14 +408,19 @@ def stop_stepping(step: dict, failed_in_a_row: int, args) -> bool:
     return failed_in_a_row >= args.fail_steps or far_past(step, args)
 
 
-def cpu_per_device(steps: list[dict], key: str) -> float | None:
-    """CPU % of the core per device at the largest passing step: steadier than the
-    capacity step on a shared machine, where other load moves the latency first."""
+def cpu_fit(steps: list[dict], key: str) -> dict | None:
+    """CPU % = fixed + per_device * devices, least squares over the passing steps, and
+    where it reaches a whole core. On a shared machine another process moves the
+    latency (and so the capacity step) first; CPU time used per device moves little."""
     passing = [s for s in steps if s["ok"] and s.get(key) is not None]
-    if not passing:
+    if len(passing) < 2:
         return None
-    s = max(passing, key=lambda s: s["devices"])
-    return round(s[key] / s["devices"], 2)
+    n = np.array([s["devices"] for s in passing], dtype=float)
+    cpu = np.array([s[key] for s in passing], dtype=float)
+    per_device, fixed = np.polyfit(n, cpu, 1)
+    return {"fixed_pct": round(float(fixed), 1), "per_device_pct": round(float(per_device), 2),
+            "devices_at_100_pct": round(float((100 - fixed) / per_device), 1) if per_device > 0 else None,
+            "steps": [s["devices"] for s in passing]}
 
 
 def capacity(steps: list[dict]) -> tuple[int, int | None]:
@@ -514,7 +526,7 @@ async def run_ours(args, server, gw: GatewayProcess) -> dict:
         await asyncio.gather(*(d.stop() for d in devices), return_exceptions=True)
     cap, first_fail = capacity(steps_out)
     return {"capacity_devices": cap, "first_failing_step": first_fail, "baseline_p50_ms": baseline_p50,
-            "cpu_pct_per_device": cpu_per_device(steps_out, "gateway_cpu_pct"),
+            "cpu_fit": cpu_fit(steps_out, "gateway_cpu_pct"),
             "steps": steps_out, "errors": errors[:20], "error_count": len(errors)}
 
 
@@ -636,7 +648,7 @@ async def run_official(args, server, cpus: str | None) -> dict:
             child.stop()
     cap, first_fail = capacity(steps_out)
     return {"capacity_devices": cap, "first_failing_step": first_fail, "baseline_p50_ms": baseline_p50,
-            "cpu_pct_per_device": cpu_per_device(steps_out, "sdk_process_cpu_pct"),
+            "cpu_fit": cpu_fit(steps_out, "sdk_process_cpu_pct"),
             "steps": steps_out, "ended": ended, "errors": errors[:20], "error_count": len(errors)}
 
 
@@ -770,6 +782,10 @@ def main() -> int:
     result["ours_devices"] = result.get("ours", {}).get("capacity_devices")
     result["official_devices"] = result.get("official", {}).get("capacity_devices")
     result["ratio_ours_over_official"] = common.ratio(result["ours_devices"], result["official_devices"])
+    for side in ("baseline", "ours", "official"):
+        if side in result:
+            result[f"{side}_devices_at_full_core_estimate"] = ((result[side].get("cpu_fit") or {})
+                                                               .get("devices_at_100_pct"))
     result["opus_bound"] = opus
     for key in ("mono", "stereo", "voice16"):
         result[f"opus_bound_devices_{key}"] = (opus.get(key) or {}).get("devices_bound")
