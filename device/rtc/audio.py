@@ -104,7 +104,7 @@ class MicrophoneTrack:
         # without, 48 kHz frames for aiortc's own (48 kHz stereo) encoder
         self._encoder = encoder
         self._rate = encoder.sample_rate if encoder else OPUS_RATE
-        self._frame = self._rate * FRAME_MS // 1000
+        self._frame = encoder.frame_size if encoder else OPUS_FRAME
         self._resampler = Resampler(self._rate)
         # live sources that arrive in whole frames (the gateway's devices): send on
         # arrival rather than on our own 20 ms clock, which would add up to a frame

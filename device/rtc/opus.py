@@ -13,10 +13,13 @@ in samples of the encoder's rate with that time base, and aiortc's
 from __future__ import annotations
 
 import fractions
+import logging
 import math
 
 import av
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 RTP_RATE = 48000
@@ -45,7 +48,10 @@ def carry_audio_level(sender, track) -> None:
     """
     if not hasattr(track, "audio_level"):
         return
-    inner = sender._next_encoded_frame
+    inner = getattr(sender, "_next_encoded_frame", None)
+    if inner is None:  # an aiortc without it: packets still go out, only without a level
+        log.warning("aiortc's RTCRtpSender has no _next_encoded_frame; sending no audio level")
+        return
 
     async def with_level(codec):
         encoded = await inner(codec)

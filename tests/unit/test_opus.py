@@ -126,3 +126,10 @@ def test_audio_level_is_what_aiortc_puts_in_the_rtp_extension():
     enc = VoiceEncoder(RATE)
     enc.encode(tone16(440.0, 0.02, 0.3), 0)
     assert enc.last_level == -13  # 0.3 of full scale, RMS 0.212: -13.5 dBov
+
+
+async def test_microphone_frames_follow_the_encoders_frame_size():
+    mic = MicrophoneTrack(encoder=VoiceEncoder(RATE, frame_ms=10), paced_by_source=True)
+    mic.write_nowait(tone16(440.0, 0.1), RATE)
+    packets = [await mic.next_frame() for _ in range(5)]
+    assert [p.pts for p in packets] == [i * 160 for i in range(5)]
