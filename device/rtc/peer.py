@@ -26,6 +26,9 @@ from .playout import PacketTap, attach
 
 log = logging.getLogger(__name__)
 
+# a server offers a handful per transport; this only bounds a misbehaving one
+MAX_HELD_CANDIDATES = 64
+
 SendOffer = Callable[[str, int], Awaitable[None]]
 
 
@@ -160,6 +163,10 @@ class PeerSession:
             log.warning("ignoring unparsable ICE candidate from server")
             return
         if not self._answered_once:
+            if len(self._held_candidates) >= MAX_HELD_CANDIDATES:
+                log.warning("server trickled more than %d candidates before its answer; dropping the oldest",
+                            MAX_HELD_CANDIDATES)
+                del self._held_candidates[0]
             self._held_candidates.append(cand)
             return
         await self._add_candidate(cand)

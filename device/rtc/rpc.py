@@ -23,6 +23,8 @@ MAX_RPC_PAYLOAD = 15 * 1024
 ACK_TIMEOUT = 7.0
 DEFAULT_RESPONSE_TIMEOUT = 10.0
 RPC_VERSION = 1
+# calls to us running at once; beyond it a caller gets an error at once, nothing queues
+MAX_INCOMING_CALLS = 64
 
 
 @dataclass
@@ -49,6 +51,7 @@ class RpcEndpoint:
         self._acks: dict[str, asyncio.Future] = {}
         self._responses: dict[str, asyncio.Future] = {}
         self._callee_of: dict[str, str] = {}
+        self._incoming = 0
         # for methods nobody registered, e.g. a gateway forwarding every call to its device
         self.fallback: RpcFallback | None = None
 
@@ -71,6 +74,16 @@ class RpcEndpoint:
         if handler is None:
             err = RpcError(RpcError.UNSUPPORTED_METHOD, f"method {req.method!r} is not registered")
             return await self._respond(caller, req.id, error=err)
+        if self._incoming >= MAX_INCOMING_CALLS:
+            err = RpcError(RpcError.APPLICATION_ERROR, f"busy: {MAX_INCOMING_CALLS} calls already in flight")
+            return await self._respond(caller, req.id, error=err)
+        self._incoming += 1
+        try:
+            await self._run(caller, req, handler)
+        finally:
+            self._incoming -= 1
+
+    async def _run(self, caller: str, req: models.RpcRequest, handler: RpcHandler) -> None:
         inv = RpcInvocation(req.id, caller, req.payload, req.response_timeout_ms / 1000.0)
         try:
             result = handler(inv)

@@ -31,20 +31,22 @@ class TextStreamReader:
 
     def __init__(self, info: TextStreamInfo):
         self.info = info
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        # the chunks are kept anyway (for `text`); readers walk them, so nothing else queues
         self._parts: list[str] = []
+        self._read = 0
+        self._changed = asyncio.Event()
         self.size = 0
         self.done = False
         self.error: str | None = None
 
     def _push(self, text: str) -> None:
         self._parts.append(text)
-        self._queue.put_nowait(text)
+        self._changed.set()
 
     def _close(self, error: str | None = None) -> None:
         self.done = True
         self.error = error
-        self._queue.put_nowait(None)
+        self._changed.set()
 
     @property
     def text(self) -> str:
@@ -54,11 +56,13 @@ class TextStreamReader:
         return self
 
     async def __anext__(self) -> str:
-        item = await self._queue.get()
-        if item is None:
-            self._queue.put_nowait(None)
-            raise StopAsyncIteration
-        return item
+        while self._read >= len(self._parts):
+            if self.done:
+                raise StopAsyncIteration
+            self._changed.clear()
+            await self._changed.wait()
+        self._read += 1
+        return self._parts[self._read - 1]
 
     async def read_all(self) -> str:
         async for _ in self:

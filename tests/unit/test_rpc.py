@@ -449,3 +449,34 @@ async def test_abandoned_call_leaves_no_unretrieved_exception(wire, loop_errors,
     del call
     await _collect_garbage()
     assert loop_errors == []
+
+
+async def test_a_flood_of_calls_is_answered_busy_beyond_the_limit_not_queued():
+    """A participant that fires calls faster than the handler ends them cannot grow our state without bound."""
+    wire = Wire()
+    caller, callee = wire.endpoint("caller"), wire.endpoint("device")
+    release = asyncio.Event()
+    running = 0
+
+    async def slow(inv: RpcInvocation) -> str:
+        nonlocal running
+        running += 1
+        await release.wait()
+        return "done"
+
+    callee.register("slow", slow)
+    n = rpc.MAX_INCOMING_CALLS + 5
+    calls = [asyncio.ensure_future(caller.call("device", "slow", "", response_timeout=5)) for _ in range(n)]
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if sum(c.done() for c in calls) >= 5:
+            break
+    assert running == rpc.MAX_INCOMING_CALLS
+    busy = [c for c in calls if c.done()]
+    assert len(busy) == 5
+    for c in busy:
+        assert isinstance(c.exception(), RpcError) and "in flight" in c.exception().message
+    release.set()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert sum(r == "done" for r in results) == rpc.MAX_INCOMING_CALLS
+    await wire.settle()
