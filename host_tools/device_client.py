@@ -20,6 +20,9 @@ from lkdevice import device_protocol as dp
 from lkdevice.gateway.codecs import FrameCodec
 
 
+LOG_LIMIT = 4096
+
+
 class DeviceClient:
     def __init__(self, url: str, *, codec: str = "pcm16", max_text: int = dp.DEFAULT_DEVICE_TEXT):
         self.url = url
@@ -27,8 +30,10 @@ class DeviceClient:
         self.codec = dp.codec_id(codec)
         self.max_text = max_text
         self.ws: ClientConnection | None = None
-        self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # the newest LOG_LIMIT control messages; `expect` looks through them
         self.log: list[dict[str, Any]] = []
+        self._trimmed = 0
+        self._arrived = asyncio.Event()
         self.audio: asyncio.Queue[tuple[int, int, np.ndarray, float]] = asyncio.Queue(maxsize=3000)
         self.welcome: dict[str, Any] | None = None
         self.encoder = FrameCodec(self.codec)
@@ -95,7 +100,11 @@ class DeviceClient:
                     if msg["t"] == "token":
                         self.token = msg["token"]
                     self.log.append(msg)
-                    self.messages.put_nowait(msg)
+                    if len(self.log) > LOG_LIMIT:
+                        cut = len(self.log) - LOG_LIMIT // 2
+                        del self.log[:cut]
+                        self._trimmed += cut
+                    self._arrived.set()
         except ConnectionClosed:
             pass
         finally:
@@ -112,17 +121,18 @@ class DeviceClient:
     async def expect(self, predicate, timeout: float = 10.0) -> dict[str, Any]:
         """The first message (seen before or arriving) matching predicate."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = self._trimmed  # counted over the whole connection, so trimming loses no place
         while True:
-            for msg in self.log[seen:]:
+            for msg in self.log[max(0, seen - self._trimmed):]:
                 if predicate(msg):
                     return msg
-            seen = len(self.log)
+            seen = self._trimmed + len(self.log)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise asyncio.TimeoutError(f"no matching message within {timeout:.0f}s; saw {self.log[-5:]}")
+            self._arrived.clear()
             try:
-                await asyncio.wait_for(self.messages.get(), left)
+                await asyncio.wait_for(self._arrived.wait(), left)
             except asyncio.TimeoutError:
                 pass
 
