@@ -221,6 +221,12 @@ class JitterBuffer:
         self.stats["played"] += 1
         return head
 
+    def next_held(self) -> Frame | None:
+        """The held packet that starts right where playout stands, without taking it: after
+        a `Lost`, the packet whose in-band FEC copy holds the lost frame."""
+        head = self._head() if self._started else None
+        return head if head is not None and head.timestamp == self._next_ts else None
+
     def start_time(self) -> float | None:
         """When the packet playout would start with becomes due, while playout has not started."""
         if self._started or not self._packets:

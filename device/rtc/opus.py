@@ -25,6 +25,10 @@ OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 RTP_RATE = 48000
 # LiveKit's "speech" audio preset; wideband voice is transparent well below it
 DEFAULT_BITRATE = 24000
+# loss the encoder plans for: libopus then adds an in-band FEC (LBRR) copy of each frame to
+# the next packet, which a receiver's libopus rebuilds a lost frame from (libwebrtc's NetEq
+# does for any Opus packet that carries one, whatever the SDP says)
+DEFAULT_EXPECTED_LOSS = 10
 MIN_LEVEL = -127  # RFC 6464: dBov, -127 is silence
 
 
@@ -66,7 +70,7 @@ class VoiceEncoder:
     """Mono int16 PCM in frames of `frame_ms` at `sample_rate` to one Opus packet each."""
 
     def __init__(self, sample_rate: int = 16000, *, bitrate: int = DEFAULT_BITRATE, frame_ms: int = 20,
-                 application: str = "voip"):
+                 application: str = "voip", expected_loss: int = DEFAULT_EXPECTED_LOSS):
         if sample_rate not in OPUS_RATES:
             raise ValueError(f"Opus encodes at {OPUS_RATES} Hz, not {sample_rate}")
         if frame_ms not in (10, 20, 40, 60):
@@ -81,7 +85,10 @@ class VoiceEncoder:
         ctx.format = "s16"
         ctx.bit_rate = bitrate
         ctx.time_base = self.time_base
-        ctx.options = {"application": application, "frame_duration": str(frame_ms)}
+        options = {"application": application, "frame_duration": str(frame_ms)}
+        if expected_loss > 0:
+            options |= {"fec": "1", "packet_loss": str(min(100, expected_loss))}
+        ctx.options = options
         ctx.open()
         self._ctx = ctx
         # one frame, refilled: libopus codes it within encode() and keeps no reference

@@ -192,3 +192,95 @@ async def test_audio_stream_ends_with_its_track():
         assert 5 <= len(got) <= 20
     finally:
         await peer.close()
+
+
+def voice_packets(seconds: float) -> tuple[list[bytes], list[np.ndarray]]:
+    """16 kHz packets from our own VoiceEncoder (FEC on, as a libwebrtc sender sends them) of
+    a tone gliding 300 -> 1500 Hz every 200 ms, and each packet's clean decode at 16 kHz."""
+    from lkdevice.rtc.opus import VoiceEncoder
+    from lkdevice.rtc.opus_decode import OpuslibDecoder, opuslib_module
+
+    t = np.arange(int(16000 * seconds)) / 16000
+    pt = t % 0.2
+    pcm = (0.3 * 32767 * np.sin(2 * np.pi * (300 * pt + 3000 * pt ** 2))).astype(np.int16)
+    enc = VoiceEncoder(16000)
+    packets = [bytes(enc.encode(pcm[i:i + 320], i)) for i in range(0, len(pcm) - 319, 320)]
+    dec = OpuslibDecoder(16000, opuslib_module())
+    return packets, [dec.decode(p) for p in packets]
+
+
+async def test_a_16k_stream_decodes_at_16k_without_resampling_and_keeps_the_pitch(monkeypatch):
+    from lkdevice.rtc import audio
+
+    resampled = []
+    real = audio.Resampler.resample_frame
+    monkeypatch.setattr(audio.Resampler, "resample_frame", lambda self, f: resampled.append(f) or real(self, f))
+    peer, receiver = await started_receiver()
+    try:
+        stream = _stream(peer, receiver, 16000, 20)
+        sender = asyncio.ensure_future(feed(receiver, opus_packets(1.0), pace=0.02))
+        got = await read_for(stream, 1.2)
+        await sender
+    finally:
+        await receiver.stop()
+        await peer.close()
+    frames = [s for _, s in got]
+    # before: libopus decoded at 48 kHz and swresample took every frame down to 16 kHz
+    assert not resampled, f"{len(resampled)} frames resampled"
+    assert stream.decoder.decode_rate == 16000
+    assert tone_frames(frames, 16000, 440) >= 40  # of ~50 frames of tone
+
+
+async def test_a_lost_packet_whose_successor_is_held_is_rebuilt_from_its_fec():
+    packets, clean = voice_packets(1.5)
+    lost = 43  # mid-glide (at a glide's restart, a click, neither FEC nor PLC comes close)
+    peer, receiver = await started_receiver()
+    try:
+        stream = _stream(peer, receiver, 16000, 20)
+        sender = asyncio.ensure_future(feed(receiver, packets, skip={lost}, pace=0.02))
+        got = await read_for(stream, 1.7)
+        await sender
+    finally:
+        await receiver.stop()
+        await peer.close()
+    frames = [s for _, s in got]
+    first = next(i for i, s in enumerate(frames) if np.abs(s).max() > 300)  # packet 0's audio
+
+    def corr(a, b):
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+
+    assert corr(frames[first + lost - 5], clean[lost - 5]) > 0.95  # the stream plays packet by packet
+    # (the concealment at the end, once packets stop, has no successor to take FEC from)
+    assert stream.stats["recovered"] == 1 and stream.stats["concealed"] >= 1
+    # before: libopus PLC guessed the frame (correlation ~0.3 with what was lost)
+    assert corr(frames[first + lost], clean[lost]) > 0.8
+
+
+async def test_without_the_system_libopus_playout_falls_back_to_pyav_and_says_so(monkeypatch, caplog):
+    from lkdevice.rtc import opus_decode
+
+    def no_libopus():
+        raise Exception("Could not find Opus library. Make sure it is installed.")  # as opuslib says it
+
+    monkeypatch.setattr(opus_decode, "_load", no_libopus)
+    monkeypatch.setattr(opus_decode, "_tried", False)
+    monkeypatch.setattr(opus_decode, "_opuslib", None)
+    peer, receiver = await started_receiver()
+    try:
+        with caplog.at_level("WARNING", logger="lkdevice.rtc.opus_decode"):
+            stream = _stream(peer, receiver, 16000, 20)
+            _stream(peer, receiver, 16000, 20)  # said once, not per stream
+        sender = asyncio.ensure_future(feed(receiver, opus_packets(1.0), skip={25}, pace=0.02))
+        got = await read_for(stream, 1.2)
+        await sender
+    finally:
+        await receiver.stop()
+        await peer.close()
+    assert isinstance(stream.decoder, opus_decode.PyAVDecoder) and stream.decoder.decode_rate == 48000
+    said = [r for r in caplog.records if "libopus" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    frames = [s for _, s in got]
+    assert all(len(s) == 320 for s in frames)
+    assert tone_frames(frames, 16000, 440) >= 40
+    assert stream.stats["concealed"] >= 1 and stream.stats["recovered"] == 0
