@@ -103,8 +103,12 @@ class OpuslibDecoder:
         self.decode_rate = rate if rate in NATIVE_RATES else OPUS_RATE
         self.resampler = Resampler(rate) if self.decode_rate != rate else None
         self._lib = lib
-        self._dec = lib.Decoder(self.decode_rate, 1)
+        self._dec = lib.Decoder(self.decode_rate, 1)  # owns the libopus state, frees it
         self._max = int(self.decode_rate * MAX_FRAME_S)
+        # libopus writes into this; opuslib's own decode() copies through a list of ints
+        self._buf = np.empty(self._max, np.int16)
+        self._ptr = self._buf.ctypes.data_as(lib.api.c_int16_pointer)
+        self._opus_decode = lib.api.decoder.libopus_decode
         self._started = False
         self.errors = 0
         self.recovers = True
@@ -112,18 +116,21 @@ class OpuslibDecoder:
     def _at_rate(self, samples: int) -> int:
         return samples * self.decode_rate // OPUS_RATE
 
-    def _out(self, pcm: bytes) -> np.ndarray:
-        out = np.frombuffer(pcm, np.int16)
-        return self.resampler.resample(out, self.decode_rate) if self.resampler else out.copy()
+    def _decode(self, data: bytes, samples: int, fec: bool = False) -> np.ndarray:
+        n = self._opus_decode(self._dec.decoder_state, data, len(data), self._ptr, samples, int(fec))
+        if n < 0:
+            raise self._lib.OpusError(n)
+        out = self._buf[:n].copy()
+        return self.resampler.resample(out, self.decode_rate) if self.resampler else out
 
     def decode(self, payload: bytes) -> np.ndarray:
         try:
-            pcm = self._dec.decode(payload, self._max)
+            pcm = self._decode(payload, self._max)
         except self._lib.OpusError:
             self.errors += 1
             return self.conceal(opus_samples(payload) or OPUS_RATE * FRAME_MS // 1000)
         self._started = True
-        return self._out(pcm)
+        return pcm
 
     def recover(self, next_payload: bytes, samples: int) -> np.ndarray:
         """The lost `samples` just before `next_payload`, from its FEC copy (libopus
@@ -131,21 +138,19 @@ class OpuslibDecoder:
         if not self._started:
             return self.silence(samples)
         try:
-            pcm = self._dec.decode(next_payload, self._at_rate(samples), decode_fec=True)
+            return self._decode(next_payload, self._at_rate(samples), fec=True)
         except self._lib.OpusError:
             self.errors += 1
             return self.conceal(samples)
-        return self._out(pcm)
 
     def conceal(self, samples: int) -> np.ndarray:
         if not self._started:
             return self.silence(samples)
         try:
-            pcm = self._dec.decode(b"", self._at_rate(samples))  # no data: libopus PLC
+            return self._decode(b"", self._at_rate(samples))  # no data: libopus PLC
         except self._lib.OpusError:
             self.errors += 1
             return self.silence(samples)
-        return self._out(pcm)
 
     def silence(self, samples: int) -> np.ndarray:
         return np.zeros(samples * self.rate // OPUS_RATE, np.int16)

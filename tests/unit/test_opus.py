@@ -172,3 +172,13 @@ def test_a_lost_packet_is_rebuilt_from_the_next_packets_fec_far_better_than_plc(
     # before (no FEC in the packets) libopus could only conceal: both were PLC, median ~0.35
     assert np.median(fec_scores) > 0.9, (np.median(fec_scores), np.median(plc_scores))
     assert np.mean(fec_scores) > np.mean(plc_scores) + 0.3, (np.mean(fec_scores), np.mean(plc_scores))
+
+
+def test_a_rate_libopus_cannot_decode_at_is_decoded_at_48k_and_resampled():
+    from lkdevice.rtc.opus_decode import OpuslibDecoder, opuslib_module
+
+    dec = OpuslibDecoder(44100, opuslib_module())
+    assert dec.decode_rate == 48000 and dec.resampler is not None
+    frames = [dec.decode(bytes(p)) for p in encode_all(VoiceEncoder(RATE), tone16(440, 1.0))]
+    assert sum(len(f) for f in frames[5:]) == pytest.approx(45 * 882, abs=882)
+    assert tone_frames(frames[5:], 44100, 440) >= 40
