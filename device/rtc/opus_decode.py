@@ -114,7 +114,10 @@ class OpuslibDecoder:
         self.recovers = True
 
     def _at_rate(self, samples: int) -> int:
-        return samples * self.decode_rate // OPUS_RATE
+        """`samples` at 48 kHz in samples at the decode rate, rounded up to the 2.5 ms
+        steps libopus conceals in (it refuses other sizes)."""
+        step = self.decode_rate // 400
+        return max(1, -(-samples * self.decode_rate // OPUS_RATE // step)) * step
 
     def _decode(self, data: bytes, samples: int, fec: bool = False) -> np.ndarray:
         n = self._opus_decode(self._dec.decoder_state, data, len(data), self._ptr, samples, int(fec))

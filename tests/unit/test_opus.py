@@ -182,3 +182,13 @@ def test_a_rate_libopus_cannot_decode_at_is_decoded_at_48k_and_resampled():
     frames = [dec.decode(bytes(p)) for p in encode_all(VoiceEncoder(RATE), tone16(440, 1.0))]
     assert sum(len(f) for f in frames[5:]) == pytest.approx(45 * 882, abs=882)
     assert tone_frames(frames[5:], 44100, 440) >= 40
+
+
+def test_concealment_of_a_gap_off_the_2_5_ms_grid_still_sounds():
+    from lkdevice.rtc.opus_decode import OpuslibDecoder, opuslib_module
+
+    dec = OpuslibDecoder(RATE, opuslib_module())
+    for p in encode_all(VoiceEncoder(RATE), tone16(440, 0.5)):
+        dec.decode(bytes(p))
+    pcm = dec.conceal(500)  # 10.4 ms: libopus conceals only whole 2.5 ms steps
+    assert len(pcm) >= 500 // 3 and np.abs(pcm).max() > 1000
