@@ -220,3 +220,24 @@ def test_a_delay_stretched_by_late_packets_comes_back_in_the_next_pause():
     out = run(jb, arr, 160, ts_extra=extra)
     assert played(out) == list(range(100))
     assert jb.current_delay(159 * TICK) < jb.min_delay + 0.01  # as before the spike
+
+
+def test_next_held_is_the_packet_right_after_a_lost_frame_and_only_that():
+    """What AudioStream takes FEC from: after one lost frame, the held packet that follows it;
+    after the first of two lost frames, nothing (its FEC holds the second, not the first)."""
+    jb = JitterBuffer(min_delay=0.06)  # three packets held ahead of playout
+    seen = []
+    for n in range(12):
+        now = n * TICK
+        if n in (0, 1, 3, 6, 7, 8, 9, 10, 11):  # 2 lost; 4 and 5 lost
+            jb.push(*packet(n), now)
+        item = jb.pop(now)
+        if isinstance(item, Silence):
+            continue  # not started yet
+        if isinstance(item, Lost):
+            nxt = jb.next_held()
+            seen.append(("Lost", nxt.payload[0] if nxt is not None else None))
+        else:
+            seen.append(("Frame", item.payload[0]))
+    assert seen[:7] == [("Frame", 0), ("Frame", 1), ("Lost", 3), ("Frame", 3),
+                        ("Lost", None), ("Lost", 6), ("Frame", 6)]
