@@ -11,7 +11,8 @@ setup:  ## the package with test deps, and the pinned livekit-server build (cach
 demo: setup  ## local server + echo agent + gateway + the ESP32 firmware simulated: a tone in, the echo out
 	$(LKDEVICE) sim esp32 --play tone:440 --record demo-echo.wav --duration 10
 
-test: setup  ## unit tests, then live tests in a private network namespace
+test: setup  ## system packages (namespace tools, nftables, libopus), unit tests, then live tests in a private network namespace
+	host_tools/system_deps.sh
 	host_tools/isolated.sh $(PY) -m pytest -q
 
 unit:
