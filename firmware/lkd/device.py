@@ -10,6 +10,7 @@ import time
 from micropython import const
 import device_protocol as dp
 from lkd import VERSION
+from lkd import codec as fcodec  # viper mu-law/ADPCM, device_protocol where viper is missing
 from lkd.ws import WebSocket, WsClosed, WsError, OP_TEXT, OP_BINARY
 
 _PING_MS = const(5000)
@@ -54,7 +55,7 @@ class Device:
         self.frame_bytes = n = dp.HEADER_BYTES + payload
         self.ws = ws = WebSocket(rx_limit=_RX_TEXT, tx_max=dp.MAX_BINARY_FRAME)
         # the encoder writes each frame straight into the socket's send buffer
-        self.enc = dp.FrameEncoder(codec, ws.tx_payload(n))
+        self.enc = fcodec.FrameEncoder(codec, ws.tx_payload(n))
         # the jitter buffer keeps frames encoded, slots sized for the negotiated codec
         self.jb_slot_bytes = payload
         self._rx_frame = ws.rxmv[:n]
@@ -182,9 +183,9 @@ class Device:
         if codec == dp.CODEC_PCM16:
             out[:] = payload
         elif codec == dp.CODEC_ULAW:
-            dp.ulaw_decode_into(payload, out, dp.FRAME_SAMPLES)
+            fcodec.ulaw_decode_into(payload, out, dp.FRAME_SAMPLES)
         else:
-            dp.adpcm_decode_into(payload, out, dp.FRAME_SAMPLES)
+            fcodec.adpcm_decode_into(payload, out, dp.FRAME_SAMPLES)
 
     def _rpc_info(self, caller, payload):
         gc.collect()
