@@ -6,6 +6,9 @@ Times the work the ESP32 firmware does for every 20 ms frame (16 kHz mono,
 - codecs through the device-protocol module the firmware runs
   (`device_protocol.FrameEncoder(codec).encode`, `decode_payload_into`):
   PCM16 copy, G.711 mu-law encode/decode, IMA ADPCM encode/decode;
+- the same codecs as the firmware runs them (`lkd.codec`: viper versions of
+  mu-law and ADPCM, firmware/lkd/_codec_viper.py), reported beside the plain
+  Python as `micropython_viper_us` and `plain_over_viper`;
 - WebSocket client masking of a 648-byte binary frame (a PCM16 audio frame) with
   the firmware's own function (`lkd.pcm.mask`, viper where the port has the
   native emitter), and the firmware's whole `WebSocket.send_binary` minus the
@@ -178,6 +181,16 @@ def main() -> int:
             row["c_reference"] = r["what"]
         if "micropython_us" in row and row.get("cpython_c_reference_us"):
             row["micropython_over_c_reference"] = round(row["micropython_us"] / row["cpython_c_reference_us"], 1)
+        v = mpr.get(op + "_viper")
+        if v and "us" in v:
+            row["micropython_viper_us"] = round(v["us"], 2)
+            row["micropython_viper_impl"] = v.get("impl")
+            row["micropython_viper_budget_pct"] = round(100 * v["us"] / FRAME_BUDGET_US, 3)
+            row["micropython_viper_alloc_bytes_per_frame"] = v.get("alloc_bytes_per_frame")
+            if "micropython_us" in row:
+                row["plain_over_viper"] = round(row["micropython_us"] / v["us"], 1)
+            if row.get("cpython_c_reference_us"):
+                row["micropython_viper_over_c_reference"] = round(v["us"] / row["cpython_c_reference_us"], 1)
         if row:
             table[op] = row
     # one frame each way, as the firmware runs per codec: encode + (mask via send_binary) + decode
@@ -188,12 +201,23 @@ def main() -> int:
             per_codec[name] = {"us": round(us, 1), "budget_pct": round(100 * us / FRAME_BUDGET_US, 2)}
         except KeyError:
             pass
+    # the same with the firmware's own codecs (lkd.codec, viper): what a board runs
+    per_codec_fw = {}
+    for name in dp.CODEC_NAMES:
+        enc_r = mpr.get(name + "_encode_viper") or mpr.get(name + "_encode")
+        dec_r = mpr.get(name + "_decode_viper") or mpr.get(name + "_decode")
+        try:
+            us = enc_r["us"] + dec_r["us"] + mpr["ws_send_binary_648"]["us"]
+            per_codec_fw[name] = {"us": round(us, 1), "budget_pct": round(100 * us / FRAME_BUDGET_US, 2)}
+        except (KeyError, TypeError):
+            pass
     result = {
         "benchmark": "firmware_codec",
         "unit": "microseconds per 20 ms frame (16 kHz mono, 320 samples); median of repetitions",
         "frame_budget_us": FRAME_BUDGET_US,
         "table": table,
         "micropython_per_frame_both_ways": per_codec,
+        "micropython_per_frame_both_ways_firmware_codecs": per_codec_fw,
         "micropython": mp,
         "cpython": cp,
         "environment": {"cpu": cpu_model(), "python": platform.python_version(), "numpy": np.__version__,

@@ -78,6 +78,31 @@ def main():
                                      "what": "device_protocol.decode_payload_into(%s, %d B frame, out)"
                                              % (name, len(frame))}
 
+    # The firmware's own codecs (lkd.codec: viper where the port has it, which
+    # is what the firmware runs), on the same tone.
+    try:
+        from lkd import codec as fc
+        for codec in (dp.CODEC_ULAW, dp.CODEC_ADPCM):
+            name = dp.CODEC_NAMES[codec]
+            enc = fc.FrameEncoder(codec)
+            frame = bytes(enc.encode(pcm))
+
+            def encode(enc=enc):
+                enc.encode(pcm)
+
+            def decode(codec=codec, frame=frame):
+                fc.decode_payload_into(codec, frame, out)
+
+            us, alloc = timeit(encode)
+            results[name + "_encode_viper"] = {"us": us, "alloc_bytes_per_frame": alloc, "impl": fc.IMPL,
+                                               "what": "lkd.codec.FrameEncoder(%s).encode(640 B PCM)" % name}
+            us, alloc = timeit(decode)
+            results[name + "_decode_viper"] = {"us": us, "alloc_bytes_per_frame": alloc, "impl": fc.IMPL,
+                                               "what": "lkd.codec.decode_payload_into(%s, %d B frame, out)"
+                                                       % (name, len(frame))}
+    except ImportError as exc:
+        results["ulaw_encode_viper"] = {"error": "lkd.codec not importable: %r" % (exc,)}
+
     # WebSocket client masking exactly as the firmware sends an audio frame.
     try:
         from lkd import pcm as lkd_pcm

@@ -1,6 +1,7 @@
 # Native (viper) G.711 mu-law and IMA ADPCM: the same bytes as device_protocol's
-# plain-Python functions (the reference), about 20x faster. Imported through
-# lkd.codec, which falls back to device_protocol on ports without viper.
+# plain-Python functions (the reference), about 40x faster on the x64 unix port
+# (bench/firmware_codec.py). Imported through lkd.codec, which falls back to
+# device_protocol on ports without viper.
 # Tables are device_protocol's own (bytes / array), read through ptr8/ptr16:
 # viper indexes a buffer at machine speed but a tuple or list only through the
 # object layer. Byte pointers throughout: an Xtensa 16-bit load must be aligned
