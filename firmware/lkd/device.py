@@ -18,6 +18,7 @@ _SILENT_MS = const(15000)  # the gateway answers pings; this long without a byte
 _RX_TEXT = const(4096)  # our hello.max_text
 _BACKOFF_MIN = const(250)
 _BACKOFF_MAX = const(15000)
+_MAX_PARTICIPANTS = const(16)  # identities kept; agents first
 
 
 class RpcError(Exception):
@@ -54,7 +55,7 @@ class Device:
         payload = dp.PAYLOAD_BYTES[codec]
         self.frame_bytes = n = dp.HEADER_BYTES + payload
         self.ws = ws = WebSocket(rx_limit=_RX_TEXT, tx_max=dp.MAX_BINARY_FRAME)
-        # the encoder writes each frame straight into the socket's send buffer
+        # the encoder writes each frame straight into the socket's audio slot
         self.enc = fcodec.FrameEncoder(codec, ws.tx_payload(n))
         # the jitter buffer keeps frames encoded, slots sized for the negotiated codec
         self.jb_slot_bytes = payload
@@ -66,7 +67,8 @@ class Device:
         self.dropped_at = 0
         self.identity = None
         self.room = None
-        self.participants = {}  # identity -> participant object
+        self.participants = {}  # identity -> kind, at most _MAX_PARTICIPANTS
+        self.untracked = 0  # participants seen but not kept (the map was full)
         self.agent_state = None
         self.online = False
         self.muted = False
@@ -77,6 +79,7 @@ class Device:
         self.jb = None
         self.ring = None
         self._frame_ready = asyncio.Event()
+        ws.room_event = self._frame_ready  # the writer took a frame: send the next
         self._handlers = {}
         self._rpc = {"lkdevice.info": self._rpc_info, "lkdevice.set_volume": self._rpc_set_volume}
         self._calls = {}
@@ -124,7 +127,7 @@ class Device:
             self.muted = muted
             log("mute muted=%d" % muted)
             if self.online:
-                self._send({"t": "mute", "muted": muted})
+                self._send({"t": "mute", "muted": muted}, True)
 
     async def perform_rpc(self, to, method, payload="", timeout_ms=10000):
         """Call `method` on participant `to`; returns the response payload or raises RpcError."""
@@ -136,7 +139,7 @@ class Device:
         if not self._send({"t": "rpc", "id": cid, "to": to, "method": method, "payload": payload,
                            "timeout_ms": timeout_ms}):
             del self._calls[cid]
-            raise RpcError(1503, "device is offline")
+            raise RpcError(1503, "device is offline" if not self.online else "send queue full")
         try:
             await asyncio.wait_for_ms(ev.wait(), timeout_ms + 2000)
         except asyncio.TimeoutError:
@@ -160,12 +163,14 @@ class Device:
             except Exception as e:
                 log("app error in %s handler: %r" % (event, e))
 
-    def _send(self, msg):
+    def _send(self, msg, essential=False):
         if not self.online:
             return False
         try:
-            self.ws.send_text(json.dumps(msg))
-            return True
+            if self.ws.send_text(json.dumps(msg), essential):
+                return True
+            log("dropped what=%s (send queue full)" % msg["t"])
+            return False
         except (OSError, WsError) as e:
             log("send failed: %r" % e)
             return False
@@ -231,17 +236,38 @@ class Device:
             except Exception as e:
                 res["error"] = {"code": 1500, "message": "Application error in method handler: %r" % e}
         log("rpc_result id=%s %s" % (rid, "error=%s" % res["error"]["code"] if "error" in res else "ok"))
-        self._send(res)
+        self._send(res, True)  # the caller waits for it: it gets out or the link is given up
 
     def _set_agent_state(self, identity, state):
         self.agent_state = state
         log("agent_state agent=%s state=%s" % (identity, state))
         self._emit("agent_state", identity, state)
 
+    def _track(self, p):
+        # keep identity -> kind only; when full an agent displaces a non-agent,
+        # anyone else goes uncounted (the gateway's events still reach the app)
+        ps = self.participants
+        ident = p.get("identity")
+        kind = p.get("kind")
+        if ident not in ps and len(ps) >= _MAX_PARTICIPANTS:
+            victim = None
+            if kind == "AGENT":
+                for i, k in ps.items():
+                    if k != "AGENT":
+                        victim = i
+                        break
+            if victim is None:
+                self.untracked += 1
+                return
+            del ps[victim]
+            self.untracked += 1
+        ps[ident] = kind
+
     def _participants(self, plist):
         self.participants = {}
+        self.untracked = 0
         for p in plist:
-            self.participants[p.get("identity")] = p
+            self._track(p)
             if p.get("agent_state"):
                 self._set_agent_state(p.get("identity"), p["agent_state"])
 
@@ -268,7 +294,7 @@ class Device:
             self._set_agent_state(m["identity"], m["state"])
         elif t == "joined":
             p = m["p"]
-            self.participants[p.get("identity")] = p
+            self._track(p)
             log("joined identity=%s kind=%s" % (p.get("identity"), p.get("kind")))
             self._emit("joined", p)
             if p.get("agent_state"):
@@ -345,7 +371,7 @@ class Device:
             first = {"t": "hello", "v": dp.PROTOCOL_VERSION, "token": self.token,
                      "codec": dp.CODEC_NAMES[self.codec], "max_text": _RX_TEXT, "muted": self.muted,
                      "device": {"board": self.board["name"], "firmware": VERSION}}
-        self.ws.send_text(json.dumps(first))
+        self.ws.send_text(json.dumps(first), True)
         first = None
         while True:
             op = await asyncio.wait_for_ms(self.ws.recv(), 20000)
@@ -403,7 +429,7 @@ class Device:
         while True:
             await ev.wait()
             ev.clear()
-            while True:
+            while ws.tx_free():  # else the mic ring keeps the backlog (oldest dropped)
                 pcm = ring.readable()
                 if pcm is None:
                     break
@@ -411,11 +437,10 @@ class Device:
                 if gated and not self.muted:
                     pcm[:] = self.jb.zero  # half duplex: keep time, send silence
                 if not self.muted:
-                    enc.encode(pcm)  # into the socket's send buffer
-                    ws.send_tx(n)
+                    enc.encode(pcm)  # into the socket's audio slot
+                    ws.send_tx(n)  # queued; the writer task sends it
                     self.tx_frames += 1
                 ring.release()
-                await ws.drain()
 
     async def _session(self):
         """One connection: returns (or raises) when it ends."""
@@ -431,6 +456,9 @@ class Device:
             while True:
                 await asyncio.sleep_ms(250)
                 if rx.done() or tx.done():
+                    break
+                if self.ws.failed:
+                    err = self.ws.failed
                     break
                 now = time.ticks_ms()
                 if time.ticks_diff(now, self._last_rx) > _SILENT_MS:

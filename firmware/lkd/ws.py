@@ -1,6 +1,12 @@
 # WebSocket client (RFC 6455) on asyncio streams, for ws:// and wss://.
-# Audio frames go out through one preallocated buffer; received messages land
-# in one preallocated buffer, and anything larger is refused, not allocated.
+# One writer task owns the socket's write side: MicroPython's Stream.drain()
+# ends with `out_buf = b""`, so a frame written by one task while another
+# drains would be lost. Other tasks queue frames: control (pongs, JSON) goes
+# before audio. Audio has one preallocated frame slot, filled in place and
+# masked in place; a frame queued over one not yet taken replaces it (stale
+# audio is useless), and the sender waits for the slot (room_event) so that
+# the mic ring holds the backlog. Received messages land in one preallocated
+# buffer, and anything larger is refused, not allocated.
 
 import asyncio
 import binascii
@@ -16,6 +22,9 @@ OP_BINARY = const(2)
 OP_CLOSE = const(8)
 OP_PING = const(9)
 OP_PONG = const(10)
+
+_CTL_MAX = const(16)  # queued control frames
+_CTL_BYTES = const(8192)  # their total size
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -101,19 +110,30 @@ class WebSocket:
         self._h2 = self._hmv[:2]
         self._vn = -1  # rxmv[:_vn], kept: audio messages all have one length
         self._v = None
-        # 8 bytes of header room, payload, and word slack for the masking loop
+        # the audio slot: 8 bytes of header room, payload, word slack for masking
+        self.tx_max = tx_max
         self.tx = bytearray(8 + ((tx_max + 3) & ~3))
         self._txmv = memoryview(self.tx)
         self._txpay = self._txmv[8:]
         self._txn = -1  # the frame view of send_tx, kept for its length
         self._txv = None
+        self._txq = False  # the slot holds a frame the writer has not taken
+        self.room_event = None  # set when the writer takes the slot
+        self._ctlq = []  # [frame, essential] in send order
+        self._ctlbytes = 0
         self._ctl = bytearray(8 + 128)
         self._ctlmv = memoryview(self._ctl)
+        self._wake = asyncio.Event()
+        self._wtask = None
+        self.failed = None  # why the writer gave the link up
+        self.dropped_audio = 0
+        self.dropped_ctl = 0
         self.reader = None
         self.writer = None
         self.closed = True
 
     async def connect(self, url, ssl_ctx=None, timeout_ms=10000):
+        self.abort()  # a previous link's writer must not take this link's frames
         secure, host, port, path = parse_url(url)
         if secure and ssl_ctx is None:
             raise WsError("wss:// needs a CA certificate (config 'ca')")
@@ -123,11 +143,19 @@ class WebSocket:
             coro = asyncio.open_connection(host, port)
         self.reader, self.writer = await asyncio.wait_for_ms(coro, timeout_ms)
         self.closed = False
+        self._reset_queues()
         try:
             await asyncio.wait_for_ms(self._handshake(host, port, path), timeout_ms)
         except BaseException:
             self.abort()
             raise
+        self._wtask = asyncio.create_task(self._writer())
+
+    def _reset_queues(self):
+        self._ctlq = []
+        self._ctlbytes = 0
+        self._txq = False
+        self.failed = None
 
     async def _handshake(self, host, port, path):
         key = binascii.b2a_base64(os.urandom(16))[:-1]
@@ -154,48 +182,115 @@ class WebSocket:
         if not ok:
             raise WsError("WebSocket handshake: bad or missing Sec-WebSocket-Accept")
 
-    # --- sending (synchronous: the stream writer buffers what the socket won't take)
-
-    def send_binary(self, data, n):
-        """Send data[0:n] as one binary frame (n <= tx_max)."""
-        self._txpay[0:n] = data
-        self.send_tx(n)
+    # --- sending: synchronous, into the queues; the writer task does the I/O
 
     def tx_payload(self, n):
-        """The send buffer's first n payload bytes, to fill in place for send_tx(n)."""
+        """The audio slot's first n payload bytes, to fill in place for send_tx(n)."""
         return self._txmv[8:8 + n]
 
+    def tx_free(self):
+        return not self._txq
+
     def send_tx(self, n):
-        """Send the send buffer's first n payload bytes as one binary frame (and
-        mask them: the caller writes them anew for the next frame)."""
+        """Queue the audio slot's first n payload bytes as one binary frame,
+        masked in place (the caller writes them anew for the next frame).
+        Allocates nothing. A frame not yet taken by the writer was overwritten:
+        it counts as dropped."""
+        if self.closed:
+            return False
+        if n > self.tx_max:
+            raise WsError("frame of %d bytes is larger than tx_max" % n)
+        if self._txq:
+            self.dropped_audio += 1
         s = _header(self.tx, OP_BINARY, n)
         mask(self.tx, n)
         if n != self._txn:
             self._txn = n
             self._txv = self._txmv[s:8 + n]
-        self.writer.write(self._txv)
+        self._txq = True
+        self._wake.set()
+        return True
 
-    def send_text(self, text):
+    def send_audio(self, frame, n):
+        """Copy frame (n bytes) into the audio slot and queue it."""
+        self._txpay[0:n] = frame
+        return self.send_tx(n)
+
+    send_binary = send_audio
+
+    def send_text(self, text, essential=False):
+        """Queue a text message. An essential one (an rpc_result, hello) gets
+        out or the link is declared broken; others are dropped when the queue
+        is full (False)."""
         b = text.encode() if isinstance(text, str) else text
-        self._send_alloc(OP_TEXT, b)
+        return self._queue(OP_TEXT, b, len(b), essential)
 
-    def _send_alloc(self, op, b):
-        n = len(b)
+    def _queue(self, op, payload, n, essential):
+        if self.closed:
+            return False
+        if 8 + n > _CTL_BYTES:
+            raise WsError("message of %d bytes is larger than the %d-byte send queue" % (n, _CTL_BYTES))
+        q = self._ctlq
+        i = 0
+        # full: make room by dropping the oldest non-essential frames
+        while (len(q) >= _CTL_MAX or self._ctlbytes + 8 + n > _CTL_BYTES) and i < len(q):
+            if q[i][1]:
+                i += 1
+            else:
+                self._ctlbytes -= len(q.pop(i)[0])
+                self.dropped_ctl += 1
+        if len(q) >= _CTL_MAX or self._ctlbytes + 8 + n > _CTL_BYTES:
+            if not essential:
+                self.dropped_ctl += 1
+                return False
+            self._fail("send queue full of essential messages")
+            return False
         buf = bytearray(8 + ((n + 3) & ~3))
-        buf[8:8 + n] = b
+        buf[8:8 + n] = payload[:n]
         s = _header(buf, op, n)
         mask(buf, n)
-        self.writer.write(memoryview(buf)[s:8 + n])
+        fr = memoryview(buf)[s:8 + n]
+        q.append([fr, essential])
+        self._ctlbytes += len(fr)
+        self._wake.set()
+        return True
 
-    def _send_ctl(self, op, payload, n):
-        c = self._ctl
-        c[8:8 + n] = payload[:n]
-        s = _header(c, op, n)
-        mask(c, n)
-        self.writer.write(self._ctlmv[s:8 + n])
+    async def _writer(self):
+        # the only task that writes after the handshake: write, then drain,
+        # before the next frame (Stream.write copies what the socket won't
+        # take, so a slot is free once write returns)
+        w = self.writer
+        q = self._ctlq
+        try:
+            while True:
+                if q:
+                    fr = q.pop(0)[0]
+                    self._ctlbytes -= len(fr)
+                    w.write(fr)
+                    await w.drain()
+                elif self._txq:
+                    w.write(self._txv)
+                    self._txq = False
+                    if self.room_event is not None:
+                        self.room_event.set()
+                    await w.drain()
+                else:
+                    self._wake.clear()
+                    await self._wake.wait()
+                if self.writer is not w or self.closed:
+                    return  # aborted (and perhaps reconnected) meanwhile
+                q = self._ctlq
+        except Exception as e:
+            self._fail("write failed: %r" % e)
+
+    def _fail(self, why):
+        if self.failed is None:
+            self.failed = why
+        self.abort()
 
     async def drain(self):
-        await self.writer.drain()
+        # frames go out from the writer task; this only yields
+        await asyncio.sleep_ms(0)
 
     # --- receiving
 
@@ -241,15 +336,11 @@ class WebSocket:
                 cmv = self._ctlmv[8:]
                 await self._read(cmv[:ln], ln)
                 if opcode == OP_PING:
-                    self._send_ctl(OP_PONG, cmv, ln)
+                    self._queue(OP_PONG, cmv, ln, True)  # the gateway drops a link that misses a pong
                 elif opcode == OP_CLOSE:
                     code = (self._ctl[8] << 8 | self._ctl[9]) if ln >= 2 else 1005
                     reason = bytes(self._ctl[10:8 + ln]).decode() if ln > 2 else ""
-                    try:
-                        self._send_ctl(OP_CLOSE, cmv, 2 if ln >= 2 else 0)
-                    except Exception:
-                        pass
-                    self.abort()
+                    self._close_now(cmv, 2 if ln >= 2 else 0)
                     raise WsClosed(code, reason)
                 continue
             if opcode == OP_CONT:
@@ -282,17 +373,40 @@ class WebSocket:
     def close(self, code=1000):
         if self.closed:
             return
+        b = self._hdr
+        b[0] = code >> 8
+        b[1] = code & 0xFF
+        self._close_now(b, 2)
+
+    def _close_now(self, payload, n):
+        # last words: queued control frames, then the close frame, handed to
+        # the stream at once (best effort: the socket closes right after)
         try:
-            b = self._hdr
-            b[0] = code >> 8
-            b[1] = code & 0xFF
-            self._send_ctl(OP_CLOSE, b, 2)
+            w = self.writer
+            for fr, _ in self._ctlq:
+                w.write(fr)
+            c = self._ctl
+            c[8:8 + n] = payload[:n]
+            s = _header(c, OP_CLOSE, n)
+            mask(c, n)
+            w.write(self._ctlmv[s:8 + n])
         except Exception:
             pass
         self.abort()
 
     def abort(self):
         self.closed = True
+        self._ctlq = []
+        self._ctlbytes = 0
+        self._txq = False
+        t = self._wtask
+        self._wtask = None
+        if t is not None:
+            try:
+                if t is not asyncio.current_task():
+                    t.cancel()
+            except Exception:
+                pass
         w = self.writer
         if w is not None:
             try:
