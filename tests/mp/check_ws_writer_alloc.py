@@ -14,6 +14,7 @@ import sys
 import micropython
 
 import device_protocol as dp
+from lkd import codec as fcodec  # the encoder the firmware uses (viper where it exists)
 from lkd.ws import WebSocket
 
 FRAMES = 100
@@ -30,7 +31,7 @@ def check(codec):
     n = dp.HEADER_BYTES + dp.PAYLOAD_BYTES[codec]
     ws = WebSocket(rx_limit=256, tx_max=dp.MAX_BINARY_FRAME)
     ws.closed = False  # no socket: nothing takes the slot, so every frame after the first replaces one
-    enc = dp.FrameEncoder(codec, ws.tx_payload(n))
+    enc = fcodec.FrameEncoder(codec, ws.tx_payload(n))
     pcm = bytearray(dp.PCM_FRAME_BYTES)
     for i in range(len(pcm)):
         pcm[i] = (i * 7) & 0xFF
