@@ -10,7 +10,9 @@ import argparse
 
 
 def add_parsers(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("sim", help="run the ESP32 firmware on the MicroPython unix port, against a gateway")
+    p = subparsers.add_parser("sim", help="run the ESP32 firmware on the MicroPython unix port, against a gateway",
+                              epilog="example: lkdevice sim esp32 --play tone:440 --record echo.wav --duration 10 "
+                                     "(no --gateway: a local server, echo agent and gateway are started)")
     p.add_argument("target", choices=["esp32"], help="what to simulate")
     p.add_argument("--gateway", help="device gateway URL (ws:// or wss://); without it a local dev server, "
                                      "echo agent and gateway are started")
