@@ -395,13 +395,7 @@ class FrameEncoder:
         frame[5] = self._ts_hi & 0xFF
         frame[6] = self._ts_lo >> 8
         frame[7] = self._ts_lo & 0xFF
-        codec = self.codec
-        if codec == CODEC_PCM16:
-            self._payload[:] = pcm
-        elif codec == CODEC_ULAW:
-            ulaw_encode_into(pcm, self._payload, FRAME_SAMPLES)
-        else:
-            self._adpcm.encode_into(pcm, self._payload, FRAME_SAMPLES)
+        self._encode_payload(pcm)
         self.seq = (self.seq + 1) & 0xFFFF
         lo = self._ts_lo + FRAME_SAMPLES
         if lo > 0xFFFF:
@@ -409,6 +403,16 @@ class FrameEncoder:
             lo &= 0xFFFF
         self._ts_lo = lo
         return self.frame
+
+    def _encode_payload(self, pcm):
+        # the one step a faster codec (the firmware's viper) replaces
+        codec = self.codec
+        if codec == CODEC_PCM16:
+            self._payload[:] = pcm
+        elif codec == CODEC_ULAW:
+            ulaw_encode_into(pcm, self._payload, FRAME_SAMPLES)
+        else:
+            self._adpcm.encode_into(pcm, self._payload, FRAME_SAMPLES)
 
 
 def decode_payload_into(codec, frame, out):

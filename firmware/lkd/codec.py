@@ -1,6 +1,6 @@
 # The firmware's frame codecs: viper (lkd._codec_viper) where the port has the
 # native emitter, else device_protocol's plain Python, which stays the
-# reference (tests/mp/run_codec_viper_vectors.py holds the two to the same bytes).
+# reference (tests/mp/check_codec_viper.py holds the two to the same bytes).
 # Same names and signatures as device_protocol's.
 import device_protocol as dp
 
@@ -50,28 +50,11 @@ else:
             dp.FrameEncoder.__init__(self, codec, buf)
             self._state = 0  # ADPCM predictor | step index << 16, as _codec_viper keeps it
 
-        def encode(self, pcm):
+        def _encode_payload(self, pcm):
             codec = self.codec
-            if codec == dp.CODEC_PCM16:
-                return dp.FrameEncoder.encode(self, pcm)
-            # the header and counters exactly as dp.FrameEncoder.encode
-            frame = self.frame
-            frame[0] = dp.FRAME_AUDIO
-            frame[1] = codec
-            frame[2] = self.seq >> 8
-            frame[3] = self.seq & 0xFF
-            frame[4] = self._ts_hi >> 8
-            frame[5] = self._ts_hi & 0xFF
-            frame[6] = self._ts_lo >> 8
-            frame[7] = self._ts_lo & 0xFF
             if codec == dp.CODEC_ULAW:
                 _ulaw_enc(pcm, self._payload, dp.FRAME_SAMPLES)
-            else:
+            elif codec == dp.CODEC_ADPCM:
                 self._state = _adpcm_enc(pcm, self._payload, dp.FRAME_SAMPLES, self._state)
-            self.seq = (self.seq + 1) & 0xFFFF
-            lo = self._ts_lo + dp.FRAME_SAMPLES
-            if lo > 0xFFFF:
-                self._ts_hi = (self._ts_hi + 1) & 0xFFFF
-                lo &= 0xFFFF
-            self._ts_lo = lo
-            return frame
+            else:
+                self._payload[:] = pcm
