@@ -1,7 +1,8 @@
 """`lkdevice`: one command line for the device side of LiveKit agents.
 
 One module per subcommand group: `join` (join, echo), `server` (server, token),
-`gateway`, `sim` (the simulated ESP32, from the host tools).
+`gateway`, `sim` (the simulated ESP32, from the host tools), `flash` and `doctor`
+(board tools, from host_tools.board).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import gateway, join, server, sim
+from . import doctor, flash, gateway, join, server, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_parsers(sub)
     gateway.add_parsers(sub)
     sim.add_parsers(sub)
+    flash.add_parsers(sub)
+    doctor.add_parsers(sub)
     return p
 
 
