@@ -453,7 +453,7 @@ class RawRepl:
 
 
 def check_board(port: str | None, board: dict | None, timeout: float = 3.0) -> list[Finding]:
-    from .flash import FlashError, list_ports, pick_port
+    from .flash import FlashError, list_ports, pick_port, port_trouble
     if port is None:
         try:
             port = pick_port(list_ports())
@@ -462,15 +462,7 @@ def check_board(port: str | None, board: dict | None, timeout: float = 3.0) -> l
     try:
         repl = RawRepl(port, timeout)
     except Exception as exc:  # serial.SerialException: no such port, busy, no permission
-        text = str(exc)
-        if "No such file" in text or "could not open" in text.lower():
-            hint = "is the board plugged in, and is the port right?"
-            if "Permission denied" in text:
-                hint = "permission denied: on Linux, add your user to the dialout group"
-            elif "busy" in text.lower() or "lock" in text.lower():
-                hint = "another program (a serial monitor?) has the port"
-            return [problem("board", f"no board on {port}: {hint}")]
-        return [problem("board", f"cannot open {port}: {text}")]
+        return [problem("board", port_trouble(port, str(exc)))]
     try:
         try:
             repl.enter()

@@ -211,23 +211,34 @@ class ProgressBar:
         self.out.flush()
 
 
+class _Sink:
+    """Where esptool's logger goes during one `flash()`: esptool has one process-wide logger."""
+    progress: Callable[[int, int], None] = staticmethod(lambda done, total: None)
+    say: Callable[[str], None] | None = None
+    installed = False
+
+
 def _install_logger(progress: Callable[[int, int], None], say: Callable[[str], None] | None) -> None:
     """esptool reports through its logger: its progress hook drives our bar, its chatter is dropped
     unless verbose, its warnings are passed on."""
+    _Sink.progress, _Sink.say = staticmethod(progress), say
+    if _Sink.installed:
+        return
     from esptool.logger import TemplateLogger, log
 
     class _Logger(TemplateLogger):
         def print(self, *args, **kwargs):
-            if say is not None:
+            if _Sink.say is not None:
                 text = " ".join(str(a) for a in args).strip()
                 if text:
-                    say(f"esptool: {text}")
+                    _Sink.say(f"esptool: {text}")
 
         def note(self, message):
             self.print(message)
 
         def warning(self, message):
-            sys.stderr.write(f"esptool warning: {message}\n")
+            if _Sink.say is not None:  # a PTY or a bridge without RTS/DTR is worth a word only when asked
+                _Sink.say(f"esptool warning: {message}")
 
         def error(self, message):
             sys.stderr.write(f"esptool: {message}\n")
@@ -236,12 +247,13 @@ def _install_logger(progress: Callable[[int, int], None], say: Callable[[str], N
             pass
 
         def progress_bar(self, cur_iter, total_iters, prefix="", suffix="", bar_length=30):
-            progress(cur_iter, total_iters)
+            _Sink.progress(cur_iter, total_iters)
 
         def set_verbosity(self, verbosity):
             pass
 
     log.set_logger(_Logger())
+    _Sink.installed = True
 
 
 @dataclass
@@ -297,13 +309,21 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def port_trouble(port: str, text: str) -> str:
+    """Why a serial port would not open, in words (pyserial's message, read)."""
+    if "No such file" in text or "Errno 2" in text:
+        return f"no such port {port}: is the board plugged in (with a data cable), and is --port right?"
+    if "Permission denied" in text or "Errno 13" in text:
+        return f"permission denied on {port}: on Linux add your user to the dialout group (then log in again)"
+    if "busy" in text.lower() or "Errno 16" in text or "lock" in text.lower():
+        return f"{port} is busy: close the program using it (a serial monitor, another lkdevice)"
+    return f"cannot open {port}: {text.strip().splitlines()[0] if text.strip() else 'unknown error'}"
+
+
 def _connect_failure(port: str, exc: BaseException) -> str:
     text = str(exc)
     if "Could not open" in text:
-        reason = _first_line(exc)
-        detail = next((line.strip("() ") for line in text.splitlines()[1:] if line.strip()), "")
-        return f"cannot open {port}: {detail or reason}; is the board plugged in, is --port right, " \
-               f"is another program (a serial monitor) using it?"
+        return port_trouble(port, text)
     return (f"no ESP32 bootloader answered on {port} ({_first_line(exc)}): hold the board's BOOT button, "
             "press and release RESET (EN), release BOOT, then run this again")
 
