@@ -85,7 +85,7 @@ def parse_gateway_url(url: str) -> GatewayUrl:
 def judge_tls(url: GatewayUrl, server_speaks_tls: bool) -> Finding:
     if url.tls and not server_speaks_tls:
         return problem("ws/wss", f"the gateway at {url.host}:{url.port} does not speak TLS: use "
-                                 f"{url.with_('ws')} (or start the gateway with --cert and --key for wss)")
+                                 f"{url.with_('ws')} (or start the gateway with --tls-cert and --tls-key for wss)")
     if not url.tls and server_speaks_tls:
         return problem("ws/wss", f"the gateway at {url.host}:{url.port} speaks TLS: use {url.with_('wss')}")
     return ok("ws/wss", "wss:// to a TLS gateway" if url.tls else "ws:// to a plain gateway (no TLS: "
@@ -94,7 +94,9 @@ def judge_tls(url: GatewayUrl, server_speaks_tls: bool) -> Finding:
 
 # OpenSSL verify codes (x509_vfy.h)
 _HOST_MISMATCH = (62, 64)           # hostname, IP address
-_UNTRUSTED = (18, 19, 20, 21, 2)    # self-signed leaf or chain, no local issuer, leaf signature, no issuer cert
+# self-signed leaf or chain, no local issuer, leaf signature, no issuer certificate, and a signature
+# failure (a CA of the same name that did not sign it)
+_UNTRUSTED = (18, 19, 20, 21, 2, 7)
 _EXPIRED, _NOT_YET = 10, 9
 
 
@@ -414,22 +416,27 @@ class RawRepl:
         self.timeout = timeout
         self.serial = serial.serial_for_url(port, baudrate=115200, timeout=0.1, write_timeout=timeout,
                                             exclusive=True)
+        self._buf = bytearray()
 
     def _read_until(self, marker: bytes, timeout: float) -> bytes:
-        data = b""
+        """Bytes up to and including `marker`; what came after it stays for the next read."""
         deadline = time.monotonic() + timeout
-        while not data.endswith(marker):
+        while marker not in self._buf:
             if time.monotonic() > deadline:
-                raise TimeoutError(data)
-            data += self.serial.read(max(1, self.serial.in_waiting))
-            if len(data) > 65536:  # a board printing without end is not answering us
-                data = data[-4096:]
+                raise TimeoutError(bytes(self._buf[-200:]))
+            self._buf += self.serial.read(max(1, self.serial.in_waiting))
+            if len(self._buf) > 65536:  # a board printing without end is not answering us
+                del self._buf[:-4096]
+        end = self._buf.index(marker) + len(marker)
+        data = bytes(self._buf[:end])
+        del self._buf[:end]
         return data
 
     def enter(self) -> None:
         self.serial.write(b"\r\x03\x03")  # stop what runs (the firmware, if it does)
         time.sleep(0.2)
         self.serial.reset_input_buffer()
+        self._buf.clear()
         self.serial.write(b"\r\x01")
         self._read_until(self.BANNER, self.timeout)
 
