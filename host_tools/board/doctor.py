@@ -328,6 +328,17 @@ def check_token(token: str, now: float | None = None) -> list[Finding]:
     return judge_claims(claims, time.time() if now is None else now)
 
 
+def _refusal_advice(reason: str) -> str:
+    low = reason.lower()
+    if "signature" in low:
+        return "it was signed with another API secret than this server's; mint it with this server's key and secret"
+    if "expired" in low:
+        return "mint a new one"
+    if "api key" in low or "apikey" in low or "key" in low and "not found" in low:
+        return "its API key (iss) is not one this server knows"
+    return "mint a new one with this server's API key and secret"
+
+
 def check_livekit(livekit_url: str, token: str, timeout: float = TIMEOUT) -> Finding:
     """Ask the server itself: /rtc/v1/validate answers 200, or the reason it refuses the token."""
     from lkdevice.rtc.errors import redact_tokens
@@ -352,10 +363,10 @@ def check_livekit(livekit_url: str, token: str, timeout: float = TIMEOUT) -> Fin
         return ok("LiveKit", f"{livekit_url} accepts the token")
     if status in (401, 403):
         return problem("LiveKit", f"{livekit_url} refuses the token (HTTP {status}): {reason or 'no reason given'}"
-                                  " (signed with another API secret, expired, or for another server?)")
+                                  f": {_refusal_advice(reason)}")
     if status == 404:
         return problem("LiveKit", f"{livekit_url} answers 404 for /rtc/v1/validate: is it a LiveKit server "
-                                  "(livekit-server 1.8 or newer)?")
+                                  "recent enough for /rtc/v1, as the gateway needs?")
     return problem("LiveKit", f"{livekit_url} answered HTTP {status}: {reason or 'no reason given'}")
 
 

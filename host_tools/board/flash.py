@@ -192,7 +192,7 @@ def pick_port(ports: Iterable[PortInfo]) -> str:
 # -- esptool -----------------------------------------------------------------------
 
 class ProgressBar:
-    """One line that redraws itself: `Writing [#####.....]  52%  640 KB / 1.2 MB`."""
+    """One line that redraws itself: `Writing [#####.....]  52%` (of what esptool sends, compressed)."""
 
     def __init__(self, out: TextIO = sys.stderr, width: int = 30):
         self.out = out
@@ -207,7 +207,7 @@ class ProgressBar:
         filled = self.width * pct // 100
         bar = "#" * filled + "." * (self.width - filled)
         end = "\n" if done >= total else ""
-        self.out.write(f"\rWriting [{bar}] {pct:3d}%  {done / 1024:.0f} / {total / 1024:.0f} KB{end}")
+        self.out.write(f"\rWriting [{bar}] {pct:3d}%{end}")
         self.out.flush()
 
 
