@@ -423,7 +423,7 @@ class RawRepl:
     BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 
     def __init__(self, port: str, timeout: float = 3.0):
-        import serial
+        import serial  # the caller has checked that pyserial is there
         self.timeout = timeout
         self.serial = serial.serial_for_url(port, baudrate=115200, timeout=0.1, write_timeout=timeout,
                                             exclusive=True)
@@ -462,7 +462,8 @@ class RawRepl:
         return out.decode(errors="replace")
 
     def leave(self) -> None:
-        # back to the friendly REPL, then a soft reset: the firmware's main.py runs again
+        # back to the friendly REPL, then a soft reset: the firmware's main.py runs again (and sets its
+        # watchdog anew; the probe took well under its 10 s)
         self.serial.write(b"\x02\x04")
         self.serial.flush()
 
@@ -477,6 +478,10 @@ def check_board(port: str | None, board: dict | None, timeout: float = 3.0) -> l
             port = pick_port(list_ports())
         except FlashError as exc:
             return [problem("board", str(exc))]
+    try:
+        import serial  # noqa: F401
+    except ImportError:
+        return [problem("board", "pyserial is not installed: pip install 'lkdevice[board]'")]
     try:
         repl = RawRepl(port, timeout)
     except Exception as exc:  # serial.SerialException: no such port, busy, no permission
@@ -512,6 +517,13 @@ def run(args) -> int:
             board = load_board(args.board)
         except FlashError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+    if args.ca:
+        try:
+            ssl.create_default_context(cafile=args.ca)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"error: cannot use {args.ca} as the board's CA: {getattr(exc, 'strerror', None) or exc}",
+                  file=sys.stderr)
             return 2
     if args.livekit_url and not args.token:
         print("error: --livekit-url needs --token (the board's token, which the server is asked about)",

@@ -169,7 +169,10 @@ class PortInfo:
 
 
 def list_ports() -> list[PortInfo]:
-    from serial.tools import list_ports as lp
+    try:
+        from serial.tools import list_ports as lp
+    except ImportError:
+        raise FlashError("pyserial is not installed: pip install 'lkdevice[board]'") from None
     return [PortInfo(p.device, p.vid, p.pid, p.description or "") for p in lp.comports()]
 
 
@@ -276,33 +279,27 @@ def flash(board: dict, image: bytes, port: str, *, baud: int = 460800, erase: bo
         raise FlashError("esptool is not installed: pip install 'lkdevice[board]'") from None
     chip = chip_of(board)
     _install_logger(progress or (lambda done, total: None), say)
-    esp = None
     try:
         try:
-            esp = detect_chip(port, ROM_BAUD, connect_mode="default-reset", connect_attempts=connect_attempts)
+            rom = detect_chip(port, ROM_BAUD, connect_mode="default-reset", connect_attempts=connect_attempts)
         except FatalError as exc:
             raise FlashError(_connect_failure(port, exc)) from None
-        if esp.CHIP_NAME != chip.esptool_name:
-            raise FlashError(f"the board on {port} is an {esp.CHIP_NAME}, but board {board.get('name')!r} is an "
-                             f"{chip.esptool_name}: nothing was written. Pick the board file for this board "
-                             f"(lkdevice flash --board ...), or plug in the right board")
-        esp = run_stub(esp)
-        if baud != ROM_BAUD:
-            esp.change_baud(baud)
-        attach_flash(esp)
-        write_flash(esp, [(chip.offset, image)], erase_all=erase)
-        reset_chip(esp, "hard-reset")
-        return FlashResult(port, esp.CHIP_NAME, chip.offset, len(image))
+        with rom:  # closes the port, which the stub loader below shares
+            if rom.CHIP_NAME != chip.esptool_name:
+                raise FlashError(f"the board on {port} is an {rom.CHIP_NAME}, but board {board.get('name')!r} is "
+                                 f"an {chip.esptool_name}: nothing was written. Pick the board file for this "
+                                 "board (lkdevice flash --board ...), or plug in the right board")
+            esp = run_stub(rom)
+            if baud != ROM_BAUD:
+                esp.change_baud(baud)
+            attach_flash(esp)
+            write_flash(esp, [(chip.offset, image)], erase_all=erase)
+            reset_chip(esp, "hard-reset")
+            return FlashResult(port, esp.CHIP_NAME, chip.offset, len(image))
     except FatalError as exc:
         raise FlashError(f"flashing failed on {port}: {_first_line(exc)}") from None
     except SerialException as exc:
         raise FlashError(f"the serial port {port} failed: {exc}; is the board still plugged in?") from None
-    finally:
-        if esp is not None:
-            try:
-                esp._port.close()
-            except Exception:
-                pass
 
 
 def _first_line(exc: BaseException) -> str:

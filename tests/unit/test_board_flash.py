@@ -161,6 +161,18 @@ def test_esptool_writes_the_image_at_the_chips_offset_and_verifies_it(chip, name
     assert all(b[0] <= c[0] for b, c in zip(progress, progress[1:]))
 
 
+@pytest.mark.parametrize("erase", [False, True])
+def test_erase_and_baud_reach_esptool(erase):
+    board = fl.load_board("esp32-s3-devkitc-inmp441-max98357a")
+    image = esp_image(9, 32 * 1024)
+    with FakeRom("esp32s3") as rom:
+        rom.flash[:] = b"\0" * len(rom.flash)  # what an earlier firmware left
+        fl.flash(board, image, rom.port, baud=115200, erase=erase)
+    assert bytes(rom.flash[:len(image)]) == image
+    assert set(rom.flash[len(image):]) == ({0xFF} if erase else {0})
+    assert not rom.wrote(CHANGE_BAUDRATE)  # the ROM's own 115200 kept
+
+
 def test_a_board_of_another_chip_is_refused_before_anything_is_written():
     board = fl.load_board("esp32-s3-devkitc-inmp441-max98357a")
     with FakeRom("esp32") as rom:
