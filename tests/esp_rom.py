@@ -19,6 +19,7 @@ import struct
 import threading
 import tty
 import zlib
+from collections import deque
 from dataclasses import dataclass
 
 SYNC, READ_REG, WRITE_REG = 0x08, 0x0A, 0x09
@@ -54,10 +55,12 @@ def slip(packet: bytes) -> bytes:
 class FakeRom:
     """`with FakeRom("esp32") as rom:` then give esptool `rom.port`; `rom.flash` is what was written."""
 
-    def __init__(self, chip: str = "esp32", flash_size: int = 4 * 1024 * 1024):
+    def __init__(self, chip: str = "esp32", flash_size: int = 4 * 1024 * 1024, fail_writes_after: int | None = None):
         self.model = CHIP_MODELS[chip]
+        self.fail_writes_after = fail_writes_after  # a flash that stops taking blocks (a bad cable, say)
+        self._blocks_taken = 0
         self.flash = bytearray(b"\xff" * flash_size)
-        self.commands: list[int] = []  # every command received, in order
+        self.commands: deque[int] = deque(maxlen=100_000)  # the commands received, in order
         self.stub = False
         self._master, self._slave = pty.openpty()
         tty.setraw(self._slave)
@@ -165,6 +168,8 @@ class FakeRom:
         self._reply(op)
 
     def _op_03(self, op, data):  # FLASH_DATA
+        if self._refuse_block(op):
+            return
         length, seq = struct.unpack("<II", data[:8])
         block = data[16:16 + length]
         start = self._write_at + seq * self._block
@@ -176,7 +181,16 @@ class FakeRom:
         self._inflate = zlib.decompressobj()
         self._reply(op)
 
+    def _refuse_block(self, op) -> bool:
+        self._blocks_taken += 1
+        if self.fail_writes_after is not None and self._blocks_taken > self.fail_writes_after:
+            self._reply(op, error=0x08)
+            return True
+        return False
+
     def _op_11(self, op, data):  # FLASH_DEFL_DATA
+        if self._refuse_block(op):
+            return
         (length,) = struct.unpack("<I", data[:4])
         plain = self._inflate.decompress(data[16:16 + length])
         self.flash[self._write_at:self._write_at + len(plain)] = plain

@@ -297,7 +297,8 @@ def flash(board: dict, image: bytes, port: str, *, baud: int = 460800, erase: bo
             reset_chip(esp, "hard-reset")
             return FlashResult(port, esp.CHIP_NAME, chip.offset, len(image))
     except FatalError as exc:
-        raise FlashError(f"flashing failed on {port}: {_first_line(exc)}") from None
+        slower = f"; if it failed partway, try --baud {ROM_BAUD}" if baud != ROM_BAUD else ""
+        raise FlashError(f"flashing failed on {port}: {_first_line(exc)}{slower}") from None
     except SerialException as exc:
         raise FlashError(f"the serial port {port} failed: {exc}; is the board still plugged in?") from None
 

@@ -173,6 +173,16 @@ def test_erase_and_baud_reach_esptool(erase):
     assert not rom.wrote(CHANGE_BAUDRATE)  # the ROM's own 115200 kept
 
 
+def test_a_write_that_fails_partway_is_one_line_with_the_slower_baud_to_try():
+    board = fl.load_board("esp32-wroom-devkit-inmp441-max98357a")
+    with FakeRom("esp32", fail_writes_after=2) as rom:
+        with pytest.raises(fl.FlashError) as failed:
+            fl.flash(board, esp_image(0, 256 * 1024), rom.port)
+    message = str(failed.value)
+    assert message.startswith(f"flashing failed on {rom.port}: ") and "\n" not in message
+    assert message.endswith("if it failed partway, try --baud 115200")
+
+
 def test_a_board_of_another_chip_is_refused_before_anything_is_written():
     board = fl.load_board("esp32-s3-devkitc-inmp441-max98357a")
     with FakeRom("esp32") as rom:
