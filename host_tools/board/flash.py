@@ -299,7 +299,7 @@ def flash(board: dict, image: bytes, port: str, *, baud: int = 460800, erase: bo
     except FatalError as exc:
         slower = f"; if it failed partway, try --baud {ROM_BAUD}" if baud != ROM_BAUD else ""
         raise FlashError(f"flashing failed on {port}: {_first_line(exc)}{slower}") from None
-    except SerialException as exc:
+    except (SerialException, OSError) as exc:  # unplugged mid-way: EIO, or pyserial's word for it
         raise FlashError(f"the serial port {port} failed: {exc}; is the board still plugged in?") from None
 
 
