@@ -1,8 +1,8 @@
 """`lkdevice`: one command line for the device side of LiveKit agents.
 
 One module per subcommand group: `join` (join, echo), `server` (server, token),
-`gateway`, `sim` (the simulated ESP32, from the host tools), `flash` and `doctor`
-(board tools, from host_tools.board).
+`gateway`, `sim` (the simulated ESP32, from the host tools), `board` (install,
+provision, monitor), `flash` and `doctor`: the board tools, from host_tools.board.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import doctor, flash, gateway, join, server, sim
+from . import board, doctor, flash, gateway, join, server, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_parsers(sub)
     flash.add_parsers(sub)
     doctor.add_parsers(sub)
+    board.add_parsers(sub)
     return p
 
 

