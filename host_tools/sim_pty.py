@@ -87,6 +87,7 @@ class PtyBoard:
         self._last_in = b""  # the last bytes the host sent (Ctrl-D before an exit means soft reset)
         self._swallow = False  # after a raw-REPL soft reset: hide the friendly banner until the raw one
         self._swallowed = b""
+        self._unplug = threading.Event()
         self._unplugged = False
 
     # --- set-up
@@ -201,6 +202,11 @@ class PtyBoard:
         sel.register(self._bm, selectors.EVENT_READ, "board")
         sel.register(self._hm, selectors.EVENT_READ, "host")
         while not self._stop.is_set():
+            if self._unplug.is_set() and not self._unplugged:
+                sel.unregister(self._hm)
+                for fd in (self._hs, self._hm):
+                    os.close(fd)
+                self._unplugged = True
             for key, _ in sel.select(0.05):
                 try:
                     data = os.read(key.fd, 4096)
@@ -257,17 +263,12 @@ class PtyBoard:
                     raise TimeoutError(f"board printed no {needle!r} within {timeout}s; tail:\n{tail}")
                 self._changed.wait(min(left, 0.2))
 
-    def unplug(self) -> None:
-        """As pulling the USB cable: the port goes away (its reader sees EIO / hang-up)."""
-        self._unplugged = True
-        try:
-            os.close(self._hs)
-        except OSError:
-            pass
-        try:
-            os.close(self._hm)
-        except OSError:
-            pass
+    def unplug(self, timeout: float = 2.0) -> None:
+        """As pulling the USB cable: the port goes away (its reader sees a hang-up)."""
+        self._unplug.set()
+        deadline = time.monotonic() + timeout
+        while not self._unplugged and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def stop(self) -> None:
         self._stop.set()
@@ -279,7 +280,7 @@ class PtyBoard:
             except OSError:
                 self.proc.kill()
             self.proc.wait()
-        for fd in (self._bm, self._bs, self._hm, self._hs):
+        for fd in (self._bm, self._bs) + (() if self._unplugged else (self._hm, self._hs)):
             try:
                 os.close(fd)
             except OSError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import time
 from dataclasses import dataclass
 
 from . import BoardToolError
@@ -78,6 +79,7 @@ class BoardRepl:
         self.transport = None
         self.info: BoardInfo | None = None
         self._reset = False
+        self._deadline = float("inf")
 
     # --- session
 
@@ -100,10 +102,23 @@ class BoardRepl:
         except OSError as e:
             self._close_transport()
             raise NoBoard(why_not(self.port, e)) from None
+        self._bound_reads(self.transport)
         self.info = self._read_info()
         if self.info.firmware_ran:
             self.exec(_HOLD)
         return self
+
+    def _bound_reads(self, transport) -> None:
+        # mpremote's waits end on a quiet line only: a board that resets and prints
+        # (its firmware's log) would keep a command waiting forever. Each command
+        # gets an overall deadline too.
+        read_until = transport.read_until
+
+        def bounded(min_num_bytes, ending, timeout=10, data_consumer=None, timeout_overall=None):
+            left = max(0.0, self._deadline - time.monotonic())
+            return read_until(min_num_bytes, ending, timeout=timeout, data_consumer=data_consumer,
+                              timeout_overall=left if timeout_overall is None else min(left, timeout_overall))
+        transport.read_until = bounded
 
     def _read_info(self) -> BoardInfo:
         version, mpy, platform, machine, ran = self.eval_script(_INFO)
@@ -140,8 +155,10 @@ class BoardRepl:
         (the board's last traceback line only: never the code, which may hold secrets)."""
         from mpremote.transport_serial import TransportError
         assert self.transport is not None
+        self._deadline = time.monotonic() + timeout
         try:
-            out, err = self.transport.exec_raw(code, timeout=timeout)
+            with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got on failures
+                out, err = self.transport.exec_raw(code, timeout=timeout)
         except TransportError:
             raise NoRepl(f"the board on {self.port} stopped answering") from None
         except OSError as e:
@@ -198,6 +215,7 @@ class BoardRepl:
         from mpremote.transport_serial import TransportError
         assert self.transport is not None
         self._reset = True
+        self._deadline = time.monotonic() + 5.0
         try:
             self.transport.exec_raw_no_follow("import machine\nmachine.reset()")
         except (TransportError, OSError):
