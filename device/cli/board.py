@@ -27,8 +27,9 @@ def add_parsers(subparsers) -> None:
         description="Writes config.json on the board. The Wi-Fi password, the token and the device key are "
                     "read from $LKD_WIFI_PASSWORD, $LKD_TOKEN, $LKD_DEVICE_KEY, else asked for without echo; "
                     "they are never printed or logged.",
-        epilog="example: LKD_TOKEN=$(lkdevice token --identity kitchen --room home) "
-               "lkdevice provision --wifi MyWiFi --gateway ws://192.168.1.20:8765/v1/device --token")
+        epilog="example: lkdevice provision --wifi MyWiFi --gateway ws://192.168.1.20:8765/v1/device --token "
+               "(asks for the Wi-Fi password and the token; in scripts set LKD_WIFI_PASSWORD and "
+               "LKD_TOKEN=$(lkdevice token --identity kitchen --room home))")
     p.add_argument("--port", help=PORT_HELP)
     p.add_argument("--wifi", required=True, metavar="SSID", help="the Wi-Fi network to join")
     p.add_argument("--gateway", required=True, metavar="URL", help="device gateway URL (ws:// or wss://)")

@@ -22,4 +22,4 @@ def test_the_help_has_an_example(name):
 
 
 def test_the_board_tools_are_there():
-    assert {"flash", "doctor"} <= set(subcommands())
+    assert {"flash", "doctor", "install", "provision", "monitor"} <= set(subcommands())
