@@ -20,10 +20,11 @@ from .serialport import find_port, open_port
 PREFIX = "[lkd] "
 _PAIR = re.compile(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=")
 _INT = re.compile(r"-?\d+")
+FREE_TEXT = {"message"}  # keys whose value is the rest of the line (lkd/device.py: error ... message=)
 
 # event -> kind; kind -> ANSI colour
 KINDS = {
-    "boot": "boot",
+    "boot": "boot", "wifi": "link",
     "connecting": "link", "link": "link", "resume": "link", "resumed": "link", "leave": "link",
     "welcome": "joined", "joined": "room", "left": "room", "attributes": "room",
     "agent_state": "agent", "mute": "agent", "volume": "agent",
@@ -50,11 +51,22 @@ def parse_event(line: str) -> dict | None:
     name = body.split(None, 1)[0] if body else ""
     ev: dict = {"event": name}
     pairs = list(_PAIR.finditer(body))
+    text = [body[len(name):pairs[0].start() if pairs else len(body)].strip()]
     for n, m in enumerate(pairs):
-        end = pairs[n + 1].start() if n + 1 < len(pairs) else len(body)
         key = m.group(1)
-        if key not in ("event", "kind", "raw", "t"):
-            ev[key] = _value(body[m.end():end])
+        if n + 1 < len(pairs):
+            value = body[m.end():pairs[n + 1].start()]  # an SSID may have spaces
+        elif key in FREE_TEXT:
+            value = body[m.end():]
+        else:
+            # the last value is one word; what follows is the line's text ("rpc_result id=X ok")
+            value, _, rest = body[m.end():].strip().partition(" ")
+            text.append(rest.strip())
+        if key not in ("event", "kind", "raw", "t", "text"):
+            ev[key] = _value(value)
+    words = " ".join(t for t in text if t)
+    if words:
+        ev["text"] = words
     ev["kind"] = kind_of(name, body)
     ev["raw"] = line
     return ev

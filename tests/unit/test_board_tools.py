@@ -192,7 +192,13 @@ def test_an_event_line_becomes_fields_with_free_text_kept_whole():
                   "kind": "error", "raw": "[lkd] error code=token_rejected fatal=1 message=token is expired: exp 12"}
     ev = monitor.parse_event("[lkd] welcome room=home identity=kitchen session=s1 grace=15 codec=pcm16 participants=1")
     assert (ev["event"], ev["room"], ev["grace"], ev["kind"]) == ("welcome", "home", 15, "joined")
-    assert monitor.parse_event("[lkd] link lost; reconnecting (OSError(111,))")["kind"] == "link"
+    assert monitor.parse_event("[lkd] link lost; reconnecting (OSError(111,))") == {
+        "event": "link", "text": "lost; reconnecting (OSError(111,))", "kind": "link",
+        "raw": "[lkd] link lost; reconnecting (OSError(111,))"}
+    ev = monitor.parse_event("[lkd] rpc_result id=8af85a50-be18 ok")
+    assert (ev["id"], ev["text"]) == ("8af85a50-be18", "ok")
+    ev = monitor.parse_event("[lkd] wifi connecting ssid=My Home WiFi attempt=2")
+    assert (ev["ssid"], ev["attempt"], ev["text"], ev["kind"]) == ("My Home WiFi", 2, "connecting", "link")
     assert monitor.parse_event("Traceback (most recent call last):") is None
 
 
