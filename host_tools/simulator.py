@@ -417,8 +417,29 @@ def _run_device(args, gateway: str, token: str) -> int:
     return code
 
 
+def _run_pty(args) -> int:
+    from lkdevice.host_tools.sim_pty import PtyBoard
+    board = PtyBoard(heap=args.heap, play=load_pcm(args.play).astype("<i2").tobytes() if args.play else b"").start()
+    print(f"[sim] simulated board on {board.port} (flash: {board.flash}); Ctrl-C to stop", flush=True)
+    print(f"[sim] try: lkdevice install --board sim --port {board.port}", flush=True)
+    try:
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.stop()
+        if args.keep:
+            print(f"[sim] flash kept at {board.flash}")
+        else:
+            board.cleanup()
+    return 0
+
+
 def run(args) -> int:
     try:
+        if getattr(args, "pty", False):
+            return _run_pty(args)
         if args.gateway:
             if not args.token:
                 print("error: --gateway needs --token (the device's LiveKit access token)", file=sys.stderr)

@@ -34,6 +34,9 @@ def add_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--source", action="store_true",
                    help="run the firmware from .py source instead of mpy-cross output (needs ~256K heap)")
     p.add_argument("--keep", action="store_true", help="keep the simulated flash directory and print its path")
+    p.add_argument("--pty", action="store_true",
+                   help="a board for the board tools instead: its console on a pseudo-terminal, an empty flash, "
+                        "running until Ctrl-C (then: lkdevice install --board sim --port PTY, provision, monitor)")
     p.set_defaults(run=_run)
     return p
 

@@ -239,3 +239,19 @@ def test_a_running_firmware_keeps_its_watchdog_off_the_session(board):
         time.sleep(3.0)  # twice the firmware's watchdog timeout
         assert repl.eval_script("print(repr(1 + 1))") == 2
     assert board.boots == boots and b"watchdog reset" not in board.output()
+
+
+def test_sim_esp32_pty_is_a_board_the_tools_find_and_ctrl_c_ends_it():
+    proc = subprocess.Popen([sys.executable, "-m", "lkdevice.cli", "sim", "esp32", "--pty"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("[sim] simulated board on /dev/pts/"), first
+        port = first.split()[4]
+        with BoardRepl(port) as repl:
+            assert repl.info.platform == "linux" and repl.info.mpy is not None
+            assert repl.listdir("") == []  # an empty flash
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "Traceback" not in err
