@@ -132,8 +132,8 @@ def test_provision_writes_the_config_and_never_shows_a_secret(board, tmp_path):
     firmware.firmware_module("config").load(str(board.flash / "config.json"))
 
     # the board boots with it; nothing the tools or the board printed shows a secret
-    lkdevice("-v", "monitor", "--port", board.port, "--reset", "--duration", "3", check_rc=0)
-    for text in (r.stdout, r.stderr, board.output().decode(errors="replace")):
+    m = lkdevice("-v", "monitor", "--port", board.port, "--reset", "--duration", "3", check_rc=0)
+    for text in (r.stdout, r.stderr, m.stdout, m.stderr, board.output().decode(errors="replace")):
         assert PASSWORD not in text and TOKEN not in text and TOKEN.split(".")[1] not in text
     assert b"[lkd] connecting url=ws://127.0.0.1:9/v1/device" in board.output()
 
