@@ -59,6 +59,8 @@ def install(repl: BoardRepl, files: list[FlashFile], out=sys.stdout) -> InstallR
         repl.write_file(f.path, f.data)
         report.copied.append(f)
         print(f"  copied     {f.path} ({len(f.data)} bytes)", file=out, flush=True)
+    if report.unchanged:
+        print(f"  unchanged  {', '.join(f.path for f in report.unchanged)}", file=out, flush=True)
     if report.copied:
         # read back: what the board has is what we compiled
         check = repl.hashes([f.path for f in report.copied])

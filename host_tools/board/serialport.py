@@ -1,8 +1,9 @@
 """Which serial port the board is on, and a clear sentence when there is none.
 
-Shared by the board tools: `find_port` picks the port (the one given, else
-$LKD_PORT, else the only USB serial adapter an ESP32 board uses), `open_port`
-opens it with pyserial and turns its errors into `NoBoard` messages.
+For install, provision and monitor: `find_port` picks the port (the one
+given, else $LKD_PORT, else the one USB serial port that looks like an ESP32
+board, by flash.py's list of USB ids), `open_port` opens it with pyserial and
+turns its errors into `NoBoard` messages.
 """
 
 from __future__ import annotations
@@ -11,14 +12,6 @@ import errno
 import os
 
 from . import BoardToolError
-
-# USB vendor ids of the ESP32 boards' serial interfaces
-ESP_USB_VIDS = {
-    0x303A: "Espressif USB (native USB-Serial/JTAG or CDC)",
-    0x10C4: "Silicon Labs CP210x",
-    0x1A86: "WCH CH34x / CH9102",
-    0x0403: "FTDI",
-}
 
 
 class NoBoard(BoardToolError):
@@ -34,12 +27,6 @@ def _serial():
     return serial
 
 
-def candidates() -> list:
-    """USB serial ports whose adapter an ESP32 board uses."""
-    serial = _serial()
-    return [p for p in serial.tools.list_ports.comports() if p.vid in ESP_USB_VIDS]
-
-
 def describe_ports() -> str:
     serial = _serial()
     ports = serial.tools.list_ports.comports()
@@ -49,20 +36,17 @@ def describe_ports() -> str:
 
 
 def find_port(port: str | None = None) -> str:
-    """The port to use: `port`, else $LKD_PORT, else the one ESP32-like USB adapter."""
+    """The port to use: `port`, else $LKD_PORT, else the one port that looks like an ESP32 board."""
     port = port or os.environ.get("LKD_PORT") or None
     if port:
         if "://" not in port and not os.path.exists(port):
             raise NoBoard(f"no board on {port}: no such port ({describe_ports()})")
         return port
-    found = candidates()
-    if not found:
-        raise NoBoard("no board found: plug it in with a data USB cable, or give --port "
-                      f"({describe_ports()})")
-    if len(found) > 1:
-        raise NoBoard("several boards plugged in; choose one with --port: "
-                      + ", ".join(f"{p.device} ({p.description})" for p in found))
-    return found[0].device
+    from .flash import FlashError, list_ports, pick_port
+    try:
+        return pick_port(list_ports())
+    except FlashError as e:
+        raise NoBoard(str(e)) from None
 
 
 def open_port(port: str, baudrate: int = 115200, timeout: float | None = 1.0):

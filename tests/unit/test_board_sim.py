@@ -65,6 +65,7 @@ def test_install_copies_everything_then_nothing_then_only_what_changed(board):
 
     r = lkdevice("install", "--board", "sim", "--port", board.port, "--no-reset", check_rc=0)
     assert f"0 copied, {n} unchanged, 0 removed" in r.stdout
+    assert "unchanged  device_protocol.mpy, lkd/__init__.mpy," in r.stdout and "copied " not in r.stdout
 
     # one module damaged on the board, a stale source shadowing another, a leftover module
     (board.flash / "lkd" / "ws.mpy").write_bytes(b"M\x06garbage")

@@ -251,3 +251,18 @@ def test_a_missing_port_is_one_line_and_fast():
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: no board on /dev/nonexistent: no such port"), r.stderr
     assert time.monotonic() - t < 10
+
+
+def test_the_port_is_the_one_given_then_lkd_port_then_the_one_board_plugged_in(monkeypatch, tmp_path):
+    from lkdevice.host_tools.board import flash, serialport
+    dev = tmp_path / "ttyACM7"
+    dev.write_text("")
+    assert serialport.find_port(str(dev)) == str(dev)
+    monkeypatch.setenv("LKD_PORT", str(dev))
+    assert serialport.find_port(None) == str(dev)
+    monkeypatch.delenv("LKD_PORT")
+    monkeypatch.setattr(flash, "list_ports", lambda: [flash.PortInfo("/dev/ttyS0", None, None, "n/a")])
+    with pytest.raises(serialport.NoBoard, match="no board found"):
+        serialport.find_port(None)
+    monkeypatch.setattr(flash, "list_ports", lambda: [flash.PortInfo("/dev/ttyACM0", 0x303A, 0x1001, "USB JTAG")])
+    assert serialport.find_port(None) == "/dev/ttyACM0"
