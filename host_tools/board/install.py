@@ -19,10 +19,21 @@ class InstallReport:
     removed: list[str] = field(default_factory=list)
 
 
-def plan_removals(listing: list[tuple[str, bool]] | None, wanted: set[str], top: list[str]) -> list[str]:
+def without_frozen(files: list[FlashFile], frozen: tuple[str, ...]) -> list[FlashFile]:
+    """What a board whose image has the firmware frozen in (firmware/manifest.py) still needs
+    on its flash: a copy there would shadow the frozen module (the flash comes first on
+    sys.path) and put its code back on the heap the frozen build saves."""
+    def is_frozen(path: str) -> bool:
+        return ("lkd" in frozen and path.startswith(PACKAGE_DIR + "/")) or \
+            ("device_protocol" in frozen and path == "device_protocol.mpy")
+    return [f for f in files if not is_frozen(f.path)]
+
+
+def plan_removals(listing: list[tuple[str, bool]] | None, wanted: set[str], top: list[str],
+                  frozen: tuple[str, ...] = ()) -> list[str]:
     """Files that would shadow or outlive the installed ones: in lkd/, anything
     not installed (a .py beside its .mpy wins the import); at the top, a .py
-    whose .mpy we install (device_protocol.py)."""
+    whose .mpy we install (device_protocol.py), and a frozen module's copies."""
     out = []
     for name, is_dir in listing or []:
         path = f"{PACKAGE_DIR}/{name}"
@@ -31,15 +42,18 @@ def plan_removals(listing: list[tuple[str, bool]] | None, wanted: set[str], top:
     for name in top:
         if name.endswith(".mpy") and name[:-4] + ".py" not in wanted:
             out.append(name[:-4] + ".py")
+    if "device_protocol" in frozen:
+        out += ["device_protocol.py", "device_protocol.mpy"]
     return out
 
 
-def install(repl: BoardRepl, files: list[FlashFile], out=sys.stdout) -> InstallReport:
+def install(repl: BoardRepl, files: list[FlashFile], out=sys.stdout, frozen: tuple[str, ...] = ()) -> InstallReport:
     report = InstallReport()
+    files = without_frozen(files, frozen)
     wanted = {f.path for f in files}
     top_level = [f.path for f in files if "/" not in f.path]
     listing = repl.listdir(PACKAGE_DIR)
-    stale = plan_removals(listing, wanted, top_level)
+    stale = plan_removals(listing, wanted, top_level, frozen)
     on_board = repl.hashes([f.path for f in files] + [p for p in stale if "/" not in p])
     for path in stale:
         if "/" not in path and on_board.get(path) is None:
@@ -47,7 +61,7 @@ def install(repl: BoardRepl, files: list[FlashFile], out=sys.stdout) -> InstallR
         repl.remove(path)
         report.removed.append(path)
         print(f"  removed    {path}", file=out, flush=True)
-    if listing is None:
+    if listing is None and any(f.path.startswith(PACKAGE_DIR + "/") for f in files):
         repl.makedirs(PACKAGE_DIR)
     for f in files:
         if on_board.get(f.path) == f.sha256:
@@ -88,7 +102,10 @@ def run(args) -> int:
                 compiled = firmware.compile_firmware(board["chip"], older)
         firmware.check_board(info, board["chip"], compiled, board["name"])
         files = compiled + [FlashFile("board.json", raw, args.board)]
-        report = install(repl, files)
+        if info.frozen:
+            print(f"frozen into the board's image: {', '.join(info.frozen)} (not copied; copies on the flash "
+                  "would shadow them)", flush=True)
+        report = install(repl, files, frozen=info.frozen)
         has_config = repl.hashes(["config.json"])["config.json"] is not None
         print(f"installed for {board['name']} ({board['chip']}, {firmware.CHIP_ARCH[board['chip']]}): "
               f"{len(report.copied)} copied, {len(report.unchanged)} unchanged, {len(report.removed)} removed",

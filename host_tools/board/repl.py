@@ -41,16 +41,23 @@ class BoardInfo:
     platform: str  # sys.platform: esp32, linux, ...
     machine: str  # sys.implementation._machine, e.g. "Generic ESP32S3 module with ESP32S3"
     firmware_ran: bool  # our firmware has run since the last reset (its watchdog is armed)
+    frozen: tuple[str, ...] = ()  # of lkd and device_protocol, those frozen into the image (firmware/manifest.py)
 
     @property
     def version_text(self) -> str:
         return ".".join(map(str, self.version))
 
 
+# frozen: imported with only .frozen on the path, whatever is loaded from the flash put back
 _INFO = ("import sys\n"
+         "def _fz(n):\n"
+         " o=sys.modules.pop(n,None);p=sys.path[:];sys.path[:]=['.frozen']\n"
+         " try:\n  __import__(n);return True\n except ImportError:\n  return False\n"
+         " finally:\n  sys.path[:]=p;sys.modules.pop(n,None)\n  if o is not None:sys.modules[n]=o\n"
          "i=sys.implementation\n"
          "print(repr((tuple(i.version[:3]),getattr(i,'_mpy',None),sys.platform,getattr(i,'_machine',''),"
-         "'lkd.boot' in sys.modules)))")
+         "'lkd.boot' in sys.modules,tuple(n for n in ('lkd','device_protocol') if _fz(n)))))\n"
+         "del _fz")
 
 _HOLD = "import machine\nmachine.WDT(timeout=%d).feed()" % HOLD_MS
 
@@ -121,8 +128,8 @@ class BoardRepl:
         transport.read_until = bounded
 
     def _read_info(self) -> BoardInfo:
-        version, mpy, platform, machine, ran = self.eval_script(_INFO)
-        return BoardInfo(tuple(version), mpy, platform, machine, ran)
+        version, mpy, platform, machine, ran, frozen = self.eval_script(_INFO)
+        return BoardInfo(tuple(version), mpy, platform, machine, ran, tuple(frozen))
 
     def close(self) -> None:
         if self.transport is None:

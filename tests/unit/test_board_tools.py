@@ -107,6 +107,18 @@ def test_the_install_plan_removes_what_would_shadow_or_outlive_the_firmware():
         ["device_protocol.py", "lkd/boot.mpy.tmp", "lkd/old.mpy", "lkd/ws.py"]
 
 
+def test_a_frozen_firmware_gets_only_main_and_the_board_file_and_loses_its_shadows():
+    from lkdevice.host_tools.board.install import without_frozen
+    files = [firmware.FlashFile(p, b"", "x") for p in ("main.py", "board.json", "device_protocol.mpy",
+                                                        "lkd/ws.mpy", "lkd/boot.mpy")]
+    frozen = ("lkd", "device_protocol")
+    kept = without_frozen(files, frozen)
+    assert [f.path for f in kept] == ["main.py", "board.json"]
+    listing = [("ws.mpy", False), ("boot.py", False)]
+    assert sorted(plan_removals(listing, {f.path for f in kept}, ["main.py", "board.json"], frozen)) == \
+        ["device_protocol.mpy", "device_protocol.py", "lkd/boot.py", "lkd/ws.mpy"]
+
+
 # --- provision
 
 
