@@ -206,9 +206,16 @@ class BoardRepl:
         """Write a file whole: to a temporary name, then renamed over the old one, so an
         interrupted copy never leaves half a module that would break the next boot."""
         tmp = path + ".tmp"
-        self.exec("f=open(%r,'wb')\nw=f.write" % tmp)
-        for i in range(0, len(data), CHUNK):
-            self.exec("w(%r)" % data[i:i + CHUNK], timeout=20.0)
+        try:
+            self.exec("f=open(%r,'wb')\nw=f.write" % tmp)
+            for i in range(0, len(data), CHUNK):
+                self.exec("w(%r)" % data[i:i + CHUNK], timeout=20.0)
+        except BoardCodeError as e:
+            self.exec("import os\ntry:\n f.close()\n os.remove(%r)\nexcept Exception:\n pass" % tmp)
+            if "28" in str(e) or "ENOSPC" in str(e):
+                raise BoardToolError(f"the board's flash is full ({path}, {len(data)} bytes): remove files "
+                                     "you added (mpremote fs rm), or erase it (lkdevice flash --erase)") from None
+            raise
         self.exec("f.close()\nimport os\n"
                   "try:\n os.rename(%r,%r)\n"
                   "except OSError:\n os.remove(%r)\n os.rename(%r,%r)\n"

@@ -256,3 +256,15 @@ def test_sim_esp32_pty_is_a_board_the_tools_find_and_ctrl_c_ends_it():
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "Traceback" not in err
+
+
+def test_a_full_flash_is_said_in_words_and_leaves_no_half_file(board):
+    from lkdevice.host_tools.board import BoardToolError
+    with BoardRepl(board.port) as repl:
+        # the board's filesystem refuses every write, as a full littlefs does (OSError 28, ENOSPC)
+        repl.exec("import builtins\n_o=builtins.open\nclass F:\n def __init__(s,f):s.f=f\n"
+                  " def write(s,d):\n  raise OSError(28)\n def close(s):s.f.close()\n"
+                  "builtins.open=lambda p,m='r':F(_o(p,m)) if 'w' in m else _o(p,m)")
+        with pytest.raises(BoardToolError, match=r"the board's flash is full \(main.py, 2000 bytes\)"):
+            repl.write_file("main.py", b"x" * 2000)
+    assert flash_files(board) == {}
