@@ -419,6 +419,10 @@ def _run_device(args, gateway: str, token: str) -> int:
 
 def _run_pty(args) -> int:
     from lkdevice.host_tools.sim_pty import PtyBoard
+
+    def stop(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)  # `kill` stops the board as Ctrl-C does: its interpreter too
     board = PtyBoard(heap=args.heap, play=load_pcm(args.play).astype("<i2").tobytes() if args.play else b"").start()
     print(f"[sim] simulated board on {board.port} (flash: {board.flash}); Ctrl-C to stop", flush=True)
     print(f"[sim] try: lkdevice install --board sim --port {board.port}", flush=True)
