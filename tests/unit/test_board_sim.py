@@ -268,3 +268,23 @@ def test_a_full_flash_is_said_in_words_and_leaves_no_half_file(board):
         with pytest.raises(BoardToolError, match=r"the board's flash is full \(main.py, 2000 bytes\)"):
             repl.write_file("main.py", b"x" * 2000)
     assert flash_files(board) == {}
+
+
+def test_mpremote_itself_drives_the_pty_board(board, tmp_path):
+    """The bridge is a board to mpremote's own command line: files, hashes, soft reset."""
+    src = tmp_path / "hello.txt"
+    src.write_bytes(b"hello board\n")
+
+    def mpremote(*argv):
+        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", board.port, *argv], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+    mpremote("fs", "cp", str(src), ":hello.txt")
+    assert (board.flash / "hello.txt").read_bytes() == b"hello board\n"
+    assert "hello.txt" in mpremote("fs", "ls")
+    import hashlib
+    assert hashlib.sha256(b"hello board\n").hexdigest() in mpremote("fs", "sha256sum", ":hello.txt")
+    boots = board.boots
+    assert mpremote("soft-reset", "exec", "print(6 * 7)").strip().endswith("42")
+    assert board.boots == boots + 1 and b"MPY: soft reboot" in board.output()
