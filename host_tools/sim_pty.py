@@ -26,6 +26,7 @@ import collections
 import fcntl
 import os
 import pty
+import select
 import selectors
 import shutil
 import subprocess
@@ -46,6 +47,7 @@ _TRANSCRIPT_BYTES = 1 << 20  # what the board printed, kept for tests (the newes
 # the interpreter's first output, or this long after its start (a quiet main.py).
 _START_S = 3.0
 _HELD_BYTES = 4096
+_STALL_S = 0.5  # how long output waits for a host that reads slowly before it is dropped
 
 
 def _uart_mode(fd: int) -> None:
@@ -140,6 +142,7 @@ class PtyBoard:
 
     def _boot(self, run_main: bool, banner: bytes = b"") -> None:
         _uart_mode(self._bs)
+        self._swallow = False
         if banner:
             self._to_host(banner)
         args = [self.exe, "-X", f"heapsize={self.heap}"]
@@ -171,15 +174,15 @@ class PtyBoard:
             while self._transcript_len > _TRANSCRIPT_BYTES:
                 self._transcript_len -= len(self._transcript.popleft())
             self._changed.notify_all()
-        if self._unplugged:
-            return
-        try:
-            os.write(self._hm, data)
-        except BlockingIOError:
-            # nobody reads the port: the queue is full, drop what it holds (a UART's bytes go nowhere)
-            termios.tcflush(self._hs, termios.TCIFLUSH)
-        except OSError:
-            pass
+        while data and not self._unplugged:
+            try:
+                data = data[os.write(self._hm, data):]
+            except BlockingIOError:
+                # a slow reader gets a moment; nobody reading: drop what the port holds (a UART's bytes go nowhere)
+                if not select.select([], [self._hm], [], _STALL_S)[1]:
+                    termios.tcflush(self._hs, termios.TCIFLUSH)
+            except OSError:
+                return
 
     def _from_board(self, data: bytes) -> None:
         if self._ready > time.monotonic():
