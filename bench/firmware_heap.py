@@ -40,14 +40,16 @@ log = logging.getLogger("bench.firmware_heap")
 IDENTITY = "esp32-sim"
 
 
-async def session(heap: str, server_url: str, gw_url: str, args) -> dict:
+async def session(heap: str, server_url: str, gw_url: str, args, **device) -> dict:
+    """One session at `heap`; `device`: more SimulatedDevice arguments (a binary built
+    from source, what it has frozen in: bench/firmware_frozen_heap.py)."""
     from lkdevice.host_tools.simulator import SimulatedDevice
 
     room = common.fresh_room(f"heap-{heap}")
     echo = rtt.EchoPeer(IDENTITY, 50)
     await echo.start(server_url, room, args.timeout)
     dev = SimulatedDevice(gw_url, common.token(IDENTITY, room), codec=args.codec, play=f"tone:440:{args.seconds + 30}",
-                          heap=heap, echo=args.verbose)
+                          heap=heap, echo=args.verbose, **device)
     t0 = time.monotonic()
     try:
         dev.start()

