@@ -155,8 +155,16 @@ def frame_timestamp(frame):
 
 # --- G.711 mu-law (same rounding as CPython's audioop) -----------------------
 
-# Segment of a biased 14-bit magnitude m, indexed by m >> 6 (0..128).
-_ULAW_SEG = bytes([0] + [1] + [2] * 2 + [3] * 4 + [4] * 8 + [5] * 16 + [6] * 32 + [7] * 64 + [8])
+# Segment of a biased 14-bit magnitude m, indexed by m >> 6 (0..128):
+# bytes([0] + [1] + [2] * 2 + [3] * 4 + [4] * 8 + [5] * 16 + [6] * 32 + [7] * 64 + [8]) written
+# out, since the compiler joins adjacent literals into one constant (in flash when frozen)
+# where that expression is built on the heap at import.
+_ULAW_SEG = (b"\x00\x01\x02\x02\x03\x03\x03\x03\x04\x04\x04\x04\x04\x04\x04\x04\x05\x05\x05\x05\x05\x05\x05\x05"
+             b"\x05\x05\x05\x05\x05\x05\x05\x05\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06"
+             b"\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x06\x07\x07\x07\x07\x07\x07\x07\x07"
+             b"\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07"
+             b"\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07"
+             b"\x07\x07\x07\x07\x07\x07\x07\x07\x08")
 
 
 def _ulaw_decode_table():
@@ -533,13 +541,26 @@ def _check_field(t, name, kind, limit, value):
                 if not isinstance(k, str) or not isinstance(v, str) or len(k) > MAX_IDENTITY or len(v) > MAX_ATTRIBUTE:
                     ok = False
     if not ok:
-        raise ProtocolError(E_MALFORMED, "%s: field %r is not a valid %s" % (t, name, _KIND_NAMES[kind]))
+        raise ProtocolError(E_MALFORMED, "%s: field %r is not a valid %s" % (t, name, _kind_name(kind)))
 
 
-_KIND_NAMES = {_S: "string within its length limit", _I: "integer", _B: "boolean", _O: "object",
-               _LO: "list of objects", _L: "list of strings within its limits",
-               _D: "object of strings within its limits",
-               _E: "RPC error: code 0..4294967295, message and data strings"}
+def _kind_name(kind):
+    # for error messages only: a dict of these would sit on the heap from import on
+    if kind == _S:
+        return "string within its length limit"
+    if kind == _I:
+        return "integer"
+    if kind == _B:
+        return "boolean"
+    if kind == _O:
+        return "object"
+    if kind == _LO:
+        return "list of objects"
+    if kind == _L:
+        return "list of strings within its limits"
+    if kind == _D:
+        return "object of strings within its limits"
+    return "RPC error: code 0..4294967295, message and data strings"
 
 
 def validate(msg, schema):
