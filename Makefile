@@ -25,6 +25,8 @@ bench: setup  ## join time, audio round trip, gateway latency and capacity, firm
 	host_tools/isolated.sh $(PY) bench/gateway_capacity.py
 	$(PY) bench/firmware_codec.py
 	host_tools/isolated.sh $(PY) bench/firmware_heap.py
+	@if [ -n "$(MPSRC)" ]; then host_tools/isolated.sh $(PY) bench/firmware_frozen_heap.py "$(MPSRC)"; \
+	else echo "bench/firmware_frozen_heap.py skipped (needs a MicroPython source folder: make bench MPSRC=DIR)"; fi
 
 clean:
 	rm -rf demo-echo.wav .pytest_cache build *.egg-info
