@@ -44,7 +44,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import _common as common
@@ -255,9 +254,12 @@ def main() -> int:
                 if gw is not None:
                     gw.stop()
                 common.stop_server(server, keep_workdir=not ok)
-            result["table"] = [{"build": s["build"], "heap": s["heap"], "worked": s.get("worked"),
+            result["table"] = [{"build": s["build"], "heap": s["heap"], "codec": args.codec, "worked": s.get("worked"),
                                 "live_after_warmup_max": (s.get("live_after_warmup") or {}).get("max"),
-                                "heap_total": s.get("heap_total"), "errors": len(s.get("errors") or [])}
+                                "peak_alloc": s.get("peak_alloc_bytes"), "min_free": s.get("min_free_bytes"),
+                                "heap_total": s.get("heap_total"),
+                                "echo_frames_10ms": s.get("echo_frames_from_device_10ms"),
+                                "errors": len(s.get("errors") or [])}
                                for s in result["sessions"]]
         except Exception as exc:
             log.exception("firmware_frozen_heap failed")
