@@ -118,7 +118,8 @@ class SimulatedDevice:
                  half_duplex: bool = False, heap: str = "128K", volume: int = 100, token_url: str | None = None,
                  config: dict | None = None, echo: bool = False, workdir: str | None = None,
                  wdt_ms: int = 10000, precompile: bool = True, micropython: str | None = None,
-                 mpy_cross: str | None = None, frozen_firmware: bool = False, frozen_hil: bool = False):
+                 mpy_cross: str | None = None, frozen_firmware: bool = False, frozen_hil: bool = False,
+                 flash_files: dict[str, str] | None = None):
         self.paths = repo_paths()
         # a unix port built from source (bench/firmware_frozen_heap.py), else the one on PATH
         self.exe = micropython or micropython_binary()
@@ -145,6 +146,7 @@ class SimulatedDevice:
         self.echo = echo
         self.wdt_ms = wdt_ms
         self.precompile = precompile
+        self.flash_files = flash_files or {}  # more files on the flash (name -> text), e.g. a refresh_token.json
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="lkd-sim-"))
         self.flash = self.dir / "flash"
@@ -188,6 +190,8 @@ class SimulatedDevice:
             cfg["ca"] = "ca.pem"
         cfg.update(self.extra_config)
         (flash / "config.json").write_text(json.dumps(cfg, indent=1))
+        for name, text in self.flash_files.items():
+            (flash / name).write_text(text)
         if self.app:
             shutil.copy(self.app, flash / "app.py")
         elif self.app_source:
@@ -225,6 +229,18 @@ class SimulatedDevice:
         for p in (self.spk_path, self.stats_path, self.led_path):
             if p.exists():
                 p.unlink()
+        self._spawn()
+        return self
+
+    def reboot(self, timeout: float = 5.0) -> "SimulatedDevice":
+        """Power-cycle the board: the firmware ends and starts again on the same flash
+        (config.json and whatever the firmware wrote there are kept; console lines too)."""
+        self.stop(timeout)
+        self.stopped_by_us = False
+        self._spawn()
+        return self
+
+    def _spawn(self) -> None:
         env = dict(os.environ)
         env.update({
             # relative, as a board's sys.path ("" is the flash, the working directory): module
@@ -239,7 +255,6 @@ class SimulatedDevice:
                                      text=True, bufsize=1, errors="replace")
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        return self
 
     def _read(self) -> None:
         assert self.proc and self.proc.stdout

@@ -1,8 +1,9 @@
 """`lkdevice`: one command line for the device side of LiveKit agents.
 
-One module per subcommand group: `join` (join, echo), `server` (server, token),
-`gateway`, `sim` (the simulated ESP32, from the host tools), `board` (install,
-provision, monitor), `flash` and `doctor`: the board tools, from host_tools.board.
+One module per subcommand group: `join` (join, echo), `server` (server, token,
+token-server), `gateway`, `sim` (the simulated ESP32, from the host tools),
+`board` (install, provision, monitor), `flash` and `doctor`: the board tools,
+from host_tools.board.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`lkdevice server` and `lkdevice token`: a local dev server and dev tokens (host tools)."""
+"""`lkdevice server`, `lkdevice token` and `lkdevice token-server`: a local dev server,
+dev tokens, and a token_url server for boards (host tools)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,37 @@ def _token(args) -> int:
     return 0
 
 
+def _token_server(args) -> int:
+    import asyncio
+
+    from ..host_tools.livekit_server import DEV_API_KEY, DEV_API_SECRET
+    from ..host_tools.token_server import TokenServerConfig, load_devices, run_token_server
+
+    devices = {}
+    if args.devices:
+        try:
+            devices = load_devices(args.devices)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    shared = os.environ.get("LKDEVICE_DEVICE_KEY") or None
+    if not devices and not shared:
+        print("error: no devices: give --devices FILE, or a key every board shares in LKDEVICE_DEVICE_KEY",
+              file=sys.stderr)
+        return 2
+    cfg = TokenServerConfig(api_key=os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY),
+                            api_secret=os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET), room=args.room,
+                            devices=devices, shared_key=shared, ttl=args.ttl, host=args.host, port=args.port)
+    try:
+        asyncio.run(run_token_server(cfg))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def add_parsers(sub) -> None:
     s = sub.add_parser("server", help="run (or build) a local livekit-server for development",
                        epilog="example: lkdevice server build   # once; then: lkdevice server --port 7880")
@@ -54,3 +86,15 @@ def add_parsers(sub) -> None:
     t.add_argument("--name")
     t.add_argument("--ttl", type=float, default=6 * 3600)
     t.set_defaults(run=_token)
+
+    ts = sub.add_parser("token-server", help="serve tokens to boards configured with token_url "
+                        "(X-Device-Id + Authorization: Bearer device_key)",
+                        epilog="example: LKDEVICE_DEVICE_KEY=... lkdevice token-server --host 0.0.0.0 --room kitchen"
+                               "   # boards: \"token_url\": \"http://HOST:8081/token\", \"device_key\": \"...\"")
+    ts.add_argument("--host", default="127.0.0.1")
+    ts.add_argument("--port", type=int, default=8081)
+    ts.add_argument("--room", default=DEMO_ROOM, help="room for devices the --devices file gives none")
+    ts.add_argument("--devices", metavar="FILE",
+                    help='JSON {"<device id>": {"key": "...", "identity": "...", "room": "..."}}')
+    ts.add_argument("--ttl", type=float, default=6 * 3600, help="token lifetime, seconds")
+    ts.set_defaults(run=_token_server)

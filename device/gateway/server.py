@@ -117,7 +117,10 @@ class Gateway:
     @staticmethod
     def _check_path(connection: ServerConnection, request):
         if not request.path.split("?", 1)[0].endswith(DEVICE_PATH):
-            return connection.respond(404, f"the device protocol is served at {DEVICE_PATH}\n")
+            # a wrong gateway URL on a device: the header tells its firmware what to say
+            response = connection.respond(404, f"the device protocol is served at {DEVICE_PATH}\n")
+            response.headers["X-Device-Path"] = DEVICE_PATH
+            return response
         return None
 
     # -- one device socket ---------------------------------------------------------

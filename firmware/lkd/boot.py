@@ -34,10 +34,11 @@ async def _run(cfg, board, wdt):
         ssl_ctx = ssl_context(_read(cfg["ca"]))
     token_fetch = None
     token_url = cfg["token_url"]
+    device_key = cfg["device_key"]
     if token_url:
         async def token_fetch():
-            from lkd.token import fetch  # only boards configured with a token_url load it
-            return await fetch(token_url, ssl_ctx)
+            from lkd.token import fetch  # only boards configured with a token_url load it (device.py unloads it)
+            return await fetch(token_url, ssl_ctx, device_key)
     dev = Device(cfg, board, token_fetch=token_fetch, ssl_ctx=ssl_ctx)
     # audio buffers before anything fragments the heap
     from lkd.jitter import JitterBuffer, FrameRing
@@ -83,7 +84,9 @@ async def _run(cfg, board, wdt):
             dev.set_muted(not button.pressed())
         if tick % 5 == 0:
             wdt.feed()
-            if not dev.online:
+            if dev.stopped:
+                led.show("stopped")
+            elif not dev.online:
                 led.show("connecting")
             elif dev.speaker.active or dev.agent_state == "speaking":
                 led.show("speaking")
@@ -110,7 +113,9 @@ def main():
     _unload("board")
     _unload("config")
     gc.collect()
-    log("boot firmware=%s board=%s chip=%s codec=%s" % (VERSION, board["name"], board["chip"], cfg["codec"]))
+    from lkd.codec import IMPL
+    log("boot firmware=%s board=%s chip=%s codec=%s codecs=%s"
+        % (VERSION, board["name"], board["chip"], cfg["codec"], IMPL))
     wdt = machine.WDT(timeout=cfg["wdt_ms"])
     run = _run(cfg, board, wdt)
     cfg = board = None  # _run drops them once the device is built

@@ -13,6 +13,8 @@ _DEFAULTS = {
     "half_duplex": False,
     "volume": 80,
     "wdt_ms": 10000,
+    "device_key": None,  # sent to token_url as "Authorization: Bearer ..."
+    "stopped_poll_s": 30,  # a stopped board looks at config.json this often (lkd/stop.py)
 }
 
 
@@ -43,6 +45,81 @@ def load(path="config.json"):
         raise ConfigError("%s: a wss:// gateway needs 'ca', the CA certificate file on flash" % path)
     if not c["token"] and not c["token_url"]:
         raise ConfigError("%s: needs 'token' or 'token_url'" % path)
+    tu = c["token_url"]
+    if tu is not None and not (isinstance(tu, str) and (tu.startswith("http://") or tu.startswith("https://"))):
+        raise ConfigError("%s: token_url must be an http:// or https:// URL" % path)
+    if tu and tu.startswith("https://") and not c["ca"]:
+        raise ConfigError("%s: an https:// token_url needs 'ca', the CA certificate file on flash" % path)
     if c["codec"] not in ("pcm16", "ulaw", "adpcm"):
         raise ConfigError("%s: codec must be pcm16, ulaw or adpcm" % path)
+    # the token: config.json's, or the newer one a previous boot saved on flash
+    # (device.py keeps refreshed ones there, see keep); the file names the
+    # token it descends from by a digest, so a re-provisioned board ignores it
+    import binascii
+    import hashlib
+    from lkd.device import log
+    tok = c["token"]
+    org = binascii.hexlify(hashlib.sha256((tok or c["token_url"]).encode()).digest()[:8]).decode()
+    try:
+        with open("refresh_token.json") as f:
+            saved = json.load(f)
+        saved = saved["token"] if saved.get("from") == org else None
+    except Exception:  # none, or unreadable: config.json's token it is
+        saved = None
+    nbf, exp = _claims(saved) if saved else (0, 0)
+    # what the session keeps of this (device.py, one attribute: each name costs
+    # a qstr): [nbf, exp] of the saved token, the digest naming its origin,
+    # whether the token in use is config.json's (or token_url's), and how
+    # often a stopped board looks at config.json (lkd/stop.py)
+    c["_saved"] = [nbf, exp, org, True, c["stopped_poll_s"]]
+    if saved and (not tok or exp > _claims(tok)[1]):
+        log("token: the newer one saved on flash")
+        c["token"] = saved
+        c["_saved"][3] = False
     return c
+
+
+def keep(d):
+    # a refreshed token (d.token, d the Device) from the gateway: on flash when none is saved
+    # or the saved one has used half its life (flash wear: LiveKit's refresh
+    # tokens live 10 min, so about one write in 5 minutes), to a temporary
+    # file renamed over the old one: a power cut leaves the old file or the
+    # new one, never half of one
+    import os
+    from lkd.device import log
+    sv = d._saved
+    sv[3] = False
+    nbf, exp = sv[0], sv[1]
+    new = _claims(d.token)[1]
+    if new > exp and (not exp or new - exp > ((exp - nbf) if exp > nbf > 0 else 3600) // 2):
+        try:
+            with open("refresh_token.tmp", "w") as f:
+                json.dump({"from": sv[2], "token": d.token}, f)
+            os.rename("refresh_token.tmp", "refresh_token.json")
+            sv[0], sv[1] = _claims(d.token)
+            log("token saved on flash")
+        except OSError as e:
+            log("token not saved: %r" % e)
+
+
+def _claims(p):
+    # (nbf, exp) of a JWT, read without verifying; (0, 0) if unreadable. The
+    # two numbers are found in the decoded payload rather than parsing it to a
+    # dict (less heap, at the moment of a refresh); bytes constants, as short
+    # str ones would cost the heap qstrs
+    import binascii
+    try:
+        p = p.encode().split(b".")[1].replace(b"-", b"+").replace(b"_", b"/")
+        p = binascii.a2b_base64(p + b"=" * (-len(p) % 4))
+        out = [0, 0]
+        for n, k in enumerate((b'"nbf":', b'"exp":')):
+            i = p.find(k)
+            if i >= 0:
+                i += 6
+                e = i
+                while e < len(p) and p[e] in b" 0123456789":
+                    e += 1
+                out[n] = int(p[i:e])
+        return out[0], out[1]
+    except Exception:
+        return 0, 0

@@ -35,6 +35,17 @@ def log(line):
     print("[lkd] " + line)
 
 
+def _unload(name):
+    # give a rarely used module's code back to the heap
+    import sys
+    import lkd
+    sys.modules.pop("lkd." + name, None)
+    try:
+        delattr(lkd, name)
+    except AttributeError:
+        pass
+
+
 def _short(s, n=200):
     s = s.replace("\n", "\\n")
     return s if len(s) <= n else s[:n] + "..."
@@ -43,14 +54,19 @@ def _short(s, n=200):
 class Device:
     """One device in one room, through the gateway. What app.py's setup(device) gets."""
 
-    def __init__(self, cfg, board, speaker_volume=None, token_fetch=None, ssl_ctx=None):
+    def __init__(self, cfg, board, token_fetch=None, ssl_ctx=None):
         # only what the session needs from the config and board files: boot
         # drops the parsed files once everything is built
         self.board = {"name": board["name"], "chip": board["chip"]}
         self.codec = codec = dp.codec_id(cfg["codec"])
         self.url = cfg["gateway"]
-        self.token = cfg["token"]
         self._token_fetch = token_fetch
+        self.stopped = None  # why the board stopped rejoining (lkd.stop), else None
+        self.token = cfg["token"]
+        # [nbf, exp] of the token saved on flash, the digest naming the token it
+        # descends from, and whether self.token is config.json's own (or
+        # token_url's): lkd/config.py, one attribute as each name costs a qstr
+        self._saved = cfg.get("_saved") or [0, 0, "", True, 30]
         self._ssl = ssl_ctx
         payload = dp.PAYLOAD_BYTES[codec]
         self.frame_bytes = n = dp.HEADER_BYTES + payload
@@ -199,7 +215,8 @@ class Device:
         except Exception:
             rssi = None
         return json.dumps({"board": self.board["name"], "chip": self.board["chip"], "firmware": VERSION,
-                           "codec": dp.CODEC_NAMES[self.codec], "heap_free": gc.mem_free(),
+                           "codec": dp.CODEC_NAMES[self.codec], "codec_implementation": fcodec.IMPL,
+                           "heap_free": gc.mem_free(),
                            "heap_alloc": gc.mem_alloc(), "rssi": rssi,
                            "uptime_s": time.ticks_diff(time.ticks_ms(), self.started) // 1000,
                            "volume": self.speaker.gain * 100 // 256 if self.speaker else None})
@@ -311,6 +328,9 @@ class Device:
         elif t == "token":
             self.token = m["token"]  # newest token, for the next hello
             log("token refreshed")
+            from lkd import config  # loaded again only for this (its qstrs exist since boot)
+            config.keep(self)
+            _unload("config")
             self._emit("token", self.token)
         elif t == "pong":
             pass
@@ -322,8 +342,15 @@ class Device:
             if m["fatal"]:
                 return m["code"]
         elif t == "leave":
-            log("leave reason=%s" % m["reason"])
+            r = m["reason"]
+            log("leave reason=%s" % r)
             self.session = None
+            # LiveKit DisconnectReason names (the gateway's "room left: NAME") that
+            # rejoining would not change, or would make worse: a duplicate identity
+            # rejoining throws the other one out, and so on forever (lkd/stop.py)
+            for name in ("PARTICIPANT_REMOVED", "DUPLICATE_IDENTITY", "ROOM_DELETED"):
+                if name in r:
+                    self.stopped = name
             self._emit("leave", m["reason"])
             return "leave"
         return None
@@ -357,7 +384,11 @@ class Device:
 
     async def _connect(self):
         if not self.token and self._token_fetch:
-            self.token = await self._token_fetch()
+            try:
+                self.token = await self._token_fetch()
+            finally:
+                _unload("token")  # loaded again for the next fetch
+            self._saved[3] = True
         log("connecting url=%s" % self.url)
         await self.ws.connect(self.url, self._ssl)
         self._last_rx = time.ticks_ms()
@@ -514,11 +545,33 @@ class Device:
                     self.session = None
                     fails = 0
                     continue
-                if e.reason == "token_rejected" and self._token_fetch:
-                    self.token = None  # fetch a fresh one
+                if e.reason == "token_rejected":
+                    if not self._saved[3]:
+                        from lkd import stop  # a saved or refreshed token, expired: config.json's
+                        stop.reset(self)
+                        _unload("stop")
+                        fails = 0
+                        continue
+                    self.stopped = e.reason
+                elif not e.code:  # a configuration error (lkd.ws, lkd.token): retrying will not help
+                    self.stopped = e.reason
+                    log("config error: " + e.reason)
+                    self.ws.abort()
             except Exception as e:  # incl. MemoryError from TLS: never stop trying
                 reason = repr(e)
                 self.ws.abort()
+            if self.stopped:
+                gc.collect()
+                try:
+                    from lkd import stop  # until a new token, a config change or a reset
+                    await stop.wait(self)
+                except Exception as e:  # MemoryError, say: wait, then try again
+                    log("stopped: %r" % e)
+                    self.stopped = None
+                    await asyncio.sleep_ms(_BACKOFF_MAX)
+                _unload("stop")
+                fails = 0
+                continue
             if welcomed:
                 fails = 0
             self.online = False

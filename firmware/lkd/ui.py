@@ -11,6 +11,7 @@ _COLORS = {
     "thinking": ((0, 0, 32), 2),
     "speaking": ((24, 0, 24), 1),
     "error": ((32, 0, 0), 2),
+    "stopped": ((32, 0, 0), 1),  # steady red: not rejoining until a new token or a reset
 }
 
 

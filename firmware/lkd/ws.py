@@ -16,12 +16,12 @@ import random
 from micropython import const
 from lkd.pcm import mask
 
-OP_CONT = const(0)
+_OP_CONT = const(0)
 OP_TEXT = const(1)
 OP_BINARY = const(2)
-OP_CLOSE = const(8)
-OP_PING = const(9)
-OP_PONG = const(10)
+_OP_CLOSE = const(8)
+_OP_PING = const(9)
+_OP_PONG = const(10)
 
 _CTL_MAX = const(16)  # queued control frames
 _CTL_BYTES = const(8192)  # their total size
@@ -34,6 +34,9 @@ class WsError(Exception):
 
 
 class WsClosed(Exception):
+    # code 0: not from the socket but a configuration error that retrying will
+    # not fix (a gateway path it does not serve, a token server refusing this
+    # device); the board stops until a reset, a config change or a new token
     def __init__(self, code, reason=""):
         super().__init__(code, reason)
         self.code = code
@@ -168,17 +171,27 @@ class WebSocket:
         if not status:
             raise WsError("gateway closed the connection during the WebSocket handshake")
         parts = status.split(None, 2)
-        if len(parts) < 2 or parts[1] != b"101":
-            raise WsError("WebSocket handshake refused: %s" % status.strip().decode())
+        code = parts[1] if len(parts) > 1 else b"?"
         want = binascii.b2a_base64(hashlib.sha1(key + _GUID).digest())[:-1]
         ok = False
+        serves = b"another path"
         while True:
             line = await self.reader.readline()
             if not line or line == b"\r\n":
                 break
             i = line.find(b":")
-            if i > 0 and line[:i].strip().lower() == b"sec-websocket-accept":
-                ok = line[i + 1:].strip() == want
+            if i > 0:
+                name = line[:i].strip().lower()
+                if name == b"sec-websocket-accept":
+                    ok = line[i + 1:].strip() == want
+                elif name == b"x-device-path":  # the gateway's 404 names the path it serves
+                    serves = line[i + 1:].strip()
+        if code != b"101":
+            # a 404 is the URL in config.json: a configuration error (WsClosed code 0)
+            path = path.split("?", 1)[0]  # a query may hold what is not for the console
+            if code == b"404":
+                raise WsClosed(0, "gateway answered 404 for %s; it serves %s" % (path, serves.decode()))
+            raise WsError("WebSocket handshake refused: HTTP %s for %s" % (code.decode(), path))
         if not ok:
             raise WsError("WebSocket handshake: bad or missing Sec-WebSocket-Accept")
 
@@ -215,8 +228,6 @@ class WebSocket:
         """Copy frame (n bytes) into the audio slot and queue it."""
         self._txpay[0:n] = frame
         return self.send_tx(n)
-
-    send_binary = send_audio
 
     def send_text(self, text, essential=False):
         """Queue a text message. An essential one (an rpc_result, hello) gets
@@ -335,15 +346,15 @@ class WebSocket:
                     raise WsError("bad control frame")
                 cmv = self._ctlmv[8:]
                 await self._read(cmv[:ln], ln)
-                if opcode == OP_PING:
-                    self._queue(OP_PONG, cmv, ln, True)  # the gateway drops a link that misses a pong
-                elif opcode == OP_CLOSE:
+                if opcode == _OP_PING:
+                    self._queue(_OP_PONG, cmv, ln, True)  # the gateway drops a link that misses a pong
+                elif opcode == _OP_CLOSE:
                     code = (self._ctl[8] << 8 | self._ctl[9]) if ln >= 2 else 1005
                     reason = bytes(self._ctl[10:8 + ln]).decode() if ln > 2 else ""
                     self._close_now(cmv, 2 if ln >= 2 else 0)
                     raise WsClosed(code, reason)
                 continue
-            if opcode == OP_CONT:
+            if opcode == _OP_CONT:
                 if not op:
                     raise WsError("continuation frame without a message")
             elif opcode in (OP_TEXT, OP_BINARY):
@@ -387,7 +398,7 @@ class WebSocket:
                 w.write(fr)
             c = self._ctl
             c[8:8 + n] = payload[:n]
-            s = _header(c, OP_CLOSE, n)
+            s = _header(c, _OP_CLOSE, n)
             mask(c, n)
             w.write(self._ctlmv[s:8 + n])
         except Exception:
