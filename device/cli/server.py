@@ -54,9 +54,9 @@ def _token_server(args) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    shared = os.environ.get("LKDEVICE_DEVICE_KEY") or None
+    shared = os.environ.get("LKD_DEVICE_KEY") or None
     if not devices and not shared:
-        print("error: no devices: give --devices FILE, or a key every board shares in LKDEVICE_DEVICE_KEY",
+        print("error: no devices: give --devices FILE, or a key every board shares in LKD_DEVICE_KEY",
               file=sys.stderr)
         return 2
     cfg = TokenServerConfig(api_key=os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY),
@@ -89,8 +89,9 @@ def add_parsers(sub) -> None:
 
     ts = sub.add_parser("token-server", help="serve tokens to boards configured with token_url "
                         "(X-Device-Id + Authorization: Bearer device_key)",
-                        epilog="example: LKDEVICE_DEVICE_KEY=... lkdevice token-server --host 0.0.0.0 --room kitchen"
-                               "   # boards: \"token_url\": \"http://HOST:8081/token\", \"device_key\": \"...\"")
+                        epilog="example: lkdevice token-server --devices devices.json --host 0.0.0.0 --room kitchen"
+                               "   (or one key for every board in $LKD_DEVICE_KEY; boards get "
+                               "\"token_url\": \"http://HOST:8081/token\" and \"device_key\")")
     ts.add_argument("--host", default="127.0.0.1")
     ts.add_argument("--port", type=int, default=8081)
     ts.add_argument("--room", default=DEMO_ROOM, help="room for devices the --devices file gives none")

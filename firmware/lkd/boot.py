@@ -106,7 +106,7 @@ async def _run(cfg, board, wdt):
 
 def main():
     global boards, configs
-    cfg = configs.load("config.json")
+    cfg = configs.load("config.json", "refresh_token.json")  # and the token saved there
     board = boards.load("board.json")
     # the loaders are done: give their code back to the heap
     boards = configs = None

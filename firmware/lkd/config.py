@@ -22,7 +22,9 @@ class ConfigError(ValueError):
     pass
 
 
-def load(path="config.json"):
+def load(path="config.json", token=None):
+    """config.json, checked. With `token` (the file refresh_token.json, on the
+    board: boot.py), the newer of config.json's token and the one saved there."""
     try:
         with open(path) as f:
             c = json.load(f)
@@ -52,16 +54,17 @@ def load(path="config.json"):
         raise ConfigError("%s: an https:// token_url needs 'ca', the CA certificate file on flash" % path)
     if c["codec"] not in ("pcm16", "ulaw", "adpcm"):
         raise ConfigError("%s: codec must be pcm16, ulaw or adpcm" % path)
+    if token is None:
+        return c  # the host's checks (lkdevice provision) stop here
     # the token: config.json's, or the newer one a previous boot saved on flash
     # (device.py keeps refreshed ones there, see keep); the file names the
     # token it descends from by a digest, so a re-provisioned board ignores it
     import binascii
     import hashlib
-    from lkd.device import log
     tok = c["token"]
     org = binascii.hexlify(hashlib.sha256((tok or c["token_url"]).encode()).digest()[:8]).decode()
     try:
-        with open("refresh_token.json") as f:
+        with open(token) as f:
             saved = json.load(f)
         saved = saved["token"] if saved.get("from") == org else None
     except Exception:  # none, or unreadable: config.json's token it is
@@ -73,7 +76,7 @@ def load(path="config.json"):
     # often a stopped board looks at config.json (lkd/stop.py)
     c["_saved"] = [nbf, exp, org, True, c["stopped_poll_s"]]
     if saved and (not tok or exp > _claims(tok)[1]):
-        log("token: the newer one saved on flash")
+        print("[lkd] token: the newer one saved on flash")
         c["token"] = saved
         c["_saved"][3] = False
     return c

@@ -64,8 +64,8 @@ class Device:
         self.stopped = None  # why the board stopped rejoining (lkd.stop), else None
         self.token = cfg["token"]
         # [nbf, exp] of the token saved on flash, the digest naming the token it
-        # descends from, and whether self.token is config.json's own (or
-        # token_url's): lkd/config.py, one attribute as each name costs a qstr
+        # descends from, whether self.token is config.json's own (or token_url's),
+        # stopped_poll_s: lkd/config.py; one attribute, as each name costs a qstr
         self._saved = cfg.get("_saved") or [0, 0, "", True, 30]
         self._ssl = ssl_ctx
         payload = dp.PAYLOAD_BYTES[codec]

@@ -221,24 +221,24 @@ def write_config():
 
 out = {"claims": list(config._claims(saved)), "bad": list(config._claims("not.a-jwt"))}
 write_config()
-c = config.load()
+c = config.load("config.json", "refresh_token.json")
 out["first_boot"] = [c["token"] == cfg_token, c["_saved"][3]]
 dev = Device(c, {"name": "sim", "chip": "esp32"})
 dev._handle({"t": "token", "token": saved})  # nothing saved yet: saved
 out["files"] = sorted(f for f in os.listdir(".") if f.startswith("refresh"))
-c = config.load()
+c = config.load("config.json", "refresh_token.json")
 out["reboot"] = [c["token"] == saved, c["_saved"][3]]
 dev = Device(c, {"name": "sim", "chip": "esp32"})
 dev._handle({"t": "token", "token": newer})  # 2 minutes newer: not worth a flash write
-out["after_newer"] = config.load()["token"] == saved
+out["after_newer"] = config.load("config.json", "refresh_token.json")["token"] == saved
 dev._handle({"t": "token", "token": much_newer})  # past half the saved one's life
-out["after_much_newer"] = config.load()["token"] == much_newer
+out["after_much_newer"] = config.load("config.json", "refresh_token.json")["token"] == much_newer
 out["in_memory"] = dev.token == much_newer
 with open("refresh_token.json") as f:
     out["origin_is_a_digest"] = cfg_token not in f.read().split('"from"')[1]
 cfg_token = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjF9.re-provisioned"
 write_config()
-out["reprovisioned"] = config.load()["token"] == cfg_token
+out["reprovisioned"] = config.load("config.json", "refresh_token.json")["token"] == cfg_token
 print(json.dumps(out))
 """
 
