@@ -119,7 +119,7 @@ class SimulatedDevice:
                  config: dict | None = None, echo: bool = False, workdir: str | None = None,
                  wdt_ms: int = 10000, precompile: bool = True, micropython: str | None = None,
                  mpy_cross: str | None = None, frozen_firmware: bool = False, frozen_hil: bool = False,
-                 flash_files: dict[str, str] | None = None):
+                 flash_files: dict[str, str] | None = None, env: dict[str, str] | None = None):
         self.paths = repo_paths()
         # a unix port built from source (bench/firmware_frozen_heap.py), else the one on PATH
         self.exe = micropython or micropython_binary()
@@ -147,6 +147,7 @@ class SimulatedDevice:
         self.wdt_ms = wdt_ms
         self.precompile = precompile
         self.flash_files = flash_files or {}  # more files on the flash (name -> text), e.g. a refresh_token.json
+        self.extra_env = dict(env or {})  # hil/sim settings (LKD_HIL_NO_PDM, LKD_HIL_I2C, ...): hil/sim/README.md
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="lkd-sim-"))
         self.flash = self.dir / "flash"
@@ -250,6 +251,7 @@ class SimulatedDevice:
             "LKD_HIL_PINS": str(self.pins_path), "LKD_HIL_STATS": str(self.stats_path),
             "LKD_HIL_LED": str(self.led_path),
         })
+        env.update(self.extra_env)
         self.proc = subprocess.Popen([self.exe, "-X", f"heapsize={self.heap}", "main.py"], cwd=self.flash, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      text=True, bufsize=1, errors="replace")

@@ -1,45 +1,73 @@
 # I2S microphone and speaker, driven through asyncio streams so the DMA
 # paces both loops. All buffers are allocated once here.
+#
+# A board whose microphone and speaker share pins has one I2S peripheral,
+# switched between them (lkd.shared_i2s, loaded only by those boards); the others
+# run one peripheral per direction, both always on.
 
 import asyncio
+import sys
 from machine import I2S, Pin
 from device_protocol import PCM_FRAME_BYTES, FRAME_SAMPLES
 from lkd.pcm import s32_to_s16, s16_to_s32, scale
 
 
-def _pins(cfg):
-    if cfg["type"] == "pdm":
-        # PDM: the clock goes out on the word-select line (ports with I2S.PDM_RX)
+class Unsupported(Exception):
+    """The board cannot run here. args: (why,) or (why, True) when the
+    MicroPython build lacks a feature (boot then names the build to flash)."""
+
+
+def configure(cfg, rx, i2s=None):
+    """A new I2S for one direction of a board's mic/speaker section, or `i2s`
+    reconfigured in place (I2S.init: the same peripheral, no new object)."""
+    pdm = cfg["type"] == "pdm"
+    mode = I2S.RX if rx else I2S.TX
+    if pdm:
+        # the clock goes out on the word-select line (ports with I2S.PDM_RX)
         mode = getattr(I2S, "PDM_RX", None)
         if mode is None:
-            raise OSError("this MicroPython build has no I2S.PDM_RX; a PDM microphone needs a port with PDM support")
-        return mode, None, Pin(cfg["clk"])
-    return None, Pin(cfg["sck"]), Pin(cfg["ws"])
+            raise Unsupported("I2S.PDM_RX (PDM microphone) is missing in this MicroPython", True)
+    sck = None if pdm else Pin(cfg["sck"])
+    ws = Pin(cfg["clk"] if pdm else cfg["ws"])
+    sd = Pin(cfg["sd"])
+    f = i2s.init if i2s is not None else I2S
+    a = () if i2s is not None else (cfg["i2s_id"],)
+    if cfg["mck"] is None:
+        r = f(*a, sck=sck, ws=ws, sd=sd, mode=mode, bits=cfg["bits"], format=I2S.MONO, rate=cfg["rate"],
+              ibuf=cfg["ibuf"])
+    else:
+        try:
+            r = f(*a, sck=sck, ws=ws, sd=sd, mck=Pin(cfg["mck"]), mode=mode, bits=cfg["bits"], format=I2S.MONO,
+                  rate=cfg["rate"], ibuf=cfg["ibuf"])
+        except TypeError:
+            # stock esp32 builds: no MICROPY_PY_MACHINE_I2S_MCK, the keyword is refused
+            raise Unsupported("I2S MCLK output (I2S mck=) is missing in this MicroPython", True)
+    return i2s if i2s is not None else r
 
 
 class Mic:
     """Reads 20 ms frames of 16-bit PCM into a FrameRing."""
 
-    def __init__(self, cfg, ring, on_frame):
-        mode, sck, ws = _pins(cfg)
+    def __init__(self, cfg, ring, on_frame, i2s=None):
         self.bits = cfg["bits"]
-        kw = {}
-        if cfg.get("mck") is not None:
-            kw["mck"] = Pin(cfg["mck"])
-        self.i2s = I2S(cfg["i2s_id"], sck=sck, ws=ws, sd=Pin(cfg["sd"]), mode=I2S.RX if mode is None else mode,
-                       bits=self.bits, format=I2S.MONO, rate=cfg["rate"], ibuf=cfg["ibuf"], **kw)
+        self.i2s = i2s if i2s is not None else configure(cfg, True)
         self.raw = bytearray(FRAME_SAMPLES * self.bits // 8)
         self.rawmv = memoryview(self.raw)
         self.ring = ring
         self.on_frame = on_frame  # called after each committed frame
         self.frames = 0
+        self.bus = None  # lkd.shared_i2s.Bus on boards that share one I2S
 
     async def run(self):
         reader = asyncio.StreamReader(self.i2s)
         raw = self.rawmv
         full = len(self.raw)
         fill = 0
+        bus = self.bus
         while True:
+            if bus is not None and not bus.rx:
+                fill = 0  # the speaker has the pins
+                await bus.wait(self)
             n = await reader.readinto(raw[fill:])
             if not n:
                 continue
@@ -55,26 +83,27 @@ class Mic:
             self.ring.commit()
             self.frames += 1
             self.on_frame()
+            if bus is not None:
+                bus.tick(self)  # may hand the I2S to the speaker
 
 
 class Speaker:
     """Plays 20 ms frames pulled from a source (the jitter buffer) at the I2S pace."""
 
-    def __init__(self, cfg, pull):
+    def __init__(self, cfg, pull, i2s=None):
         self.bits = cfg["bits"]
-        kw = {}
-        if cfg.get("mck") is not None:
-            kw["mck"] = Pin(cfg["mck"])
+        self.amp = None
         if cfg.get("amp_enable") is not None:
             self.amp = Pin(cfg["amp_enable"], Pin.OUT, value=1)
-        self.i2s = I2S(cfg["i2s_id"], sck=Pin(cfg["sck"]), ws=Pin(cfg["ws"]), sd=Pin(cfg["sd"]), mode=I2S.TX,
-                       bits=self.bits, format=I2S.MONO, rate=cfg["rate"], ibuf=cfg["ibuf"], **kw)
+        self.i2s = i2s if i2s is not None else configure(cfg, False)
         self.pcm = bytearray(PCM_FRAME_BYTES)
         self.out = self.pcm if self.bits == 16 else bytearray(FRAME_SAMPLES * 4)
         self.outmv = memoryview(self.out)
         self.pull = pull  # pull(buf) -> True when buf holds real audio
         self.gain = 256  # x/256
         self.active = False  # real audio in the last frame
+        self.frames = 0
+        self.bus = None
 
     def set_volume(self, percent):
         percent = max(0, min(100, int(percent)))
@@ -84,8 +113,16 @@ class Speaker:
     async def run(self):
         writer = asyncio.StreamWriter(self.i2s, {})
         pcm = self.pcm
+        bus = self.bus
+        primed = False
         while True:
-            self.active = self.pull(pcm)
+            if bus is not None and bus.rx:
+                # the microphone has the pins until there is audio; then pcm holds its first frame
+                primed = await bus.wait(self)
+            if primed:
+                primed = False
+            else:
+                self.active = self.pull(pcm)
             if self.active and self.gain != 256:
                 scale(pcm, FRAME_SAMPLES, self.gain)
             if self.bits == 32:
@@ -94,3 +131,17 @@ class Speaker:
             # DMA buffer first and copies nothing (MicroPython's I2S idiom).
             writer.out_buf = self.outmv
             await writer.drain()
+            self.frames += 1
+            if bus is not None:
+                bus.tick(self)  # may hand the I2S back to the microphone
+
+
+def open_audio(board, ring, on_frame, pull):
+    """The board's (Mic, Speaker); raises Unsupported when this build cannot drive them."""
+    m, s = board["mic"], board["speaker"]
+    if board["shared_pins"]:
+        # only boards that share pins load it (a long name: not a qstr that every board would keep)
+        __import__("lkd.shared_i2s")
+        return sys.modules["lkd.shared_i2s"].open(m, s, ring, on_frame, pull)
+    spk = Speaker(s, pull)
+    return Mic(m, ring, on_frame), spk

@@ -2,6 +2,7 @@
 # board as board.json). Plain Python so CPython tests can validate them too.
 
 import json
+import sys
 
 CHIPS = ("esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6", "sim")
 RATE = 16000  # the firmware does not resample: I2S runs at the protocol rate
@@ -81,12 +82,37 @@ def validate(b):
     _i2s(_req(b, "board", "mic", None), "mic", True)
     _i2s(_req(b, "board", "speaker", None), "speaker", False)
     m, s = b["mic"], b["speaker"]
-    if m["i2s_id"] == s["i2s_id"]:
-        raise BoardError("mic.i2s_id and speaker.i2s_id are both %d; each direction needs its own peripheral" % m["i2s_id"])
     shared = b.get("shared_pins", False)
     if not isinstance(shared, bool):
         raise BoardError("board.shared_pins: %r is not true/false" % (shared,))
     b["shared_pins"] = shared
+    # every GPIO of a section (no helper: each name costs the heap a qstr, on every board)
+    pm = [m[k] for k in ("sck", "ws", "clk", "sd", "mck") if m.get(k) is not None]
+    both = [s[k] for k in ("sck", "ws", "clk", "sd", "mck") if s.get(k) is not None and s[k] in pm]
+    if shared:
+        # one peripheral switched between directions: two cannot drive one GPIO
+        if m["i2s_id"] != s["i2s_id"]:
+            raise BoardError("mic.i2s_id %d and speaker.i2s_id %d: a shared_pins board runs mic and speaker on one "
+                             "I2S peripheral (half duplex); give both the same i2s_id" % (m["i2s_id"], s["i2s_id"]))
+    elif m["i2s_id"] == s["i2s_id"]:
+        raise BoardError("mic.i2s_id and speaker.i2s_id are both %d; each direction needs its own peripheral "
+                         "(or set shared_pins: true for one peripheral, half duplex)" % m["i2s_id"])
+    elif both:
+        raise BoardError("mic and speaker share GPIO %s; set shared_pins: true (one I2S peripheral, half duplex)"
+                         % ", ".join(str(p) for p in both))
+    if m["type"] == "pdm" and m["i2s_id"] != 0:
+        raise BoardError("mic.i2s_id: %d; PDM microphones need I2S 0 (the only one with PDM RX on the ESP32 "
+                         "and ESP32-S3)" % m["i2s_id"])
+    mp = b.get("micropython", "a MicroPython build that has it (see boards/README.md)")
+    if not isinstance(mp, str) or not mp:
+        raise BoardError("board.micropython: %r is not a non-empty string" % (mp,))
+    b["micropython"] = mp
+    c = b.get("codec")
+    if c is not None:
+        # only boards with codec chips load it (a long name: not a qstr that every board would keep)
+        __import__("lkd.boardcodec")
+        c = sys.modules["lkd.boardcodec"].validate(c, s)
+    b["codec"] = c
     btn = b.get("button")
     if btn is not None:
         _req(btn, "button", "pin", "pin")

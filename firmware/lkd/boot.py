@@ -42,13 +42,27 @@ async def _run(cfg, board, wdt):
     dev = Device(cfg, board, token_fetch=token_fetch, ssl_ctx=ssl_ctx)
     # audio buffers before anything fragments the heap
     from lkd.jitter import JitterBuffer, FrameRing
-    from lkd.audio import Mic, Speaker
+    from lkd.audio import open_audio, Unsupported
     dev.jb = JitterBuffer(size=dev.jb_slot_bytes)
     dev.jb.decode = dev.decode_into
     dev.ring = FrameRing(3)
-    dev.speaker = Speaker(board["speaker"], dev.speaker_pull)
+    try:
+        if board["codec"]:
+            __import__("lkd.codecchip")  # only boards with codec chips load it
+            sys.modules["lkd.codecchip"].setup(board["codec"])
+            _unload("codecchip")
+        dev.mic, dev.speaker = open_audio(board, dev.ring, dev.frame_ready, dev.speaker_pull)
+    except Unsupported as e:
+        # this build cannot drive the board, or its chips do not answer: say so once and stop
+        # (no retries, no reboot loop) with the LED in error until reset or re-flash
+        log("stopped board=%s: %s%s" % (board["name"], e.args[0],
+                                         "; flash this: " + board["micropython"] if len(e.args) > 1 else ""))
+        led.show("error")
+        while True:
+            await asyncio.sleep_ms(250)
+            wdt.feed()
+            led.tick()
     dev.speaker.set_volume(cfg["volume"])
-    dev.mic = Mic(board["mic"], dev.ring, dev.frame_ready)
     dev.mic_gate = cfg["half_duplex"] or board["shared_pins"]
     button = Button(board["button"]) if cfg["push_to_talk"] and board["button"] else None
     if cfg["push_to_talk"] and button is None:

@@ -5,19 +5,23 @@
 #   LKD_HIL_SPK    raw 16-bit LE mono PCM written from I2S TX at real time
 #   LKD_HIL_PINS   JSON {"pin": level} control file for input pins (re-read on change)
 #   LKD_HIL_STATS  JSON stats file (heap samples, I2S counters), rewritten every 2 s
+#   LKD_HIL_NO_PDM, LKD_HIL_NO_MCK: an I2S without PDM_RX / without the mck keyword (stock MicroPython)
+#   LKD_HIL_I2C, LKD_HIL_I2C_LOG: the I2C bus devices and a log of every transfer (see I2C below)
 
 import gc
 import io
+from micropython import const
 import os
 import time
 
 _getenv = os.getenv
-_STREAM_POLL = 3
-_STREAM_CLOSE = 4
-_STREAM_GET_FILENO = 10
-_POLLIN = 1
-_POLLOUT = 4
-_SCRATCH = 128
+# const(): no qstr and no global for these (the simulation shares the heap it measures)
+_STREAM_POLL = const(3)
+_STREAM_CLOSE = const(4)
+_STREAM_GET_FILENO = const(10)
+_POLLIN = const(1)
+_POLLOUT = const(4)
+_SCRATCH = const(128)
 
 _t0 = time.ticks_ms()
 
@@ -163,47 +167,92 @@ class Pin:
 
 
 # --- I2S at real-time pace ------------------------------------------------------
+#
+# Like the ESP32 port (ports/esp32/machine_i2s.c): two peripherals (ids 0, 1),
+# one direction per instance; init() reconfigures an instance in place. A board
+# cannot have two live instances on one id (the real I2S(id, ...) silently takes
+# the peripheral from the first one) nor two peripherals on one GPIO (the GPIO
+# matrix routes an output pin to one of them): both are refused here, loudly.
+# I2S.PDM_RX exists unless LKD_HIL_NO_PDM is set, the `mck` keyword unless
+# LKD_HIL_NO_MCK is set: stock MicroPython has neither (see boards/README.md).
+
+# (names are few and short: each costs the measured heap a qstr)
+_live = {}  # id -> the live I2S on that peripheral
+# One direction's wall-clock timeline in 16-bit mono samples, kept across I2S
+# re-inits (the room goes on while the I2S listens the other way):
+# [file, t0 ms (None until first opened), samples (16 per ms) read or written, at eof]
+_F = const(0)
+_T0 = const(1)
+_POS = const(2)
+_EOF = const(3)
+_LINES = ([None, None, 0, True], [None, None, 0, True])  # RX (the microphone), TX (the speaker)
+
 
 class I2S(io.IOBase):
     RX = 0
     TX = 1
-    PDM_RX = 2
     MONO = 0
     STEREO = 1
 
-    def __init__(self, id, *, sck=None, ws=None, sd=None, mck=None, mode=0, bits=16, format=0, rate=16000,
-                 ibuf=8192):
-        if bits not in (16, 32):
-            raise ValueError("invalid bits")
+    def __init__(self, id, **kw):
+        if id not in (0, 1):
+            raise ValueError("invalid I2S id")
         self.id = id
-        self.mode = mode
-        self.bits = bits
-        self.frame_bytes = (bits // 8) * (2 if format == I2S.STEREO else 1)
-        self.byte_rate = rate * self.frame_bytes
-        self.block = self.byte_rate // 50  # the 20 ms DMA block
-        self.ibuf = ibuf
-        self.t0 = time.ticks_ms()
-        self.done = 0  # bytes delivered (RX) or accepted (TX)
-        self.f = None
+        self.line = None
+        self.pin = ()
         # small: the simulation shares the heap it measures (a board's DMA buffers are outside it)
         self.scratch = bytearray(_SCRATCH)
         self.smv = memoryview(self.scratch)
-        if mode == I2S.TX:
-            path = _getenv("LKD_HIL_SPK")
-            self.f = open(path, "wb") if path else None
-        else:
-            path = _getenv("LKD_HIL_MIC")
-            self.f = open(path, "rb") if path else None
-        self.eof = self.f is None
+        self.init(**kw)
 
-    def _elapsed_bytes(self):
-        ms = time.ticks_diff(time.ticks_ms(), self.t0)
-        return ms * self.byte_rate // 1000
+    def init(self, *, sck=None, ws=None, sd=None, mck=None, mode=0, bits=16, format=0, rate=16000, ibuf=8192):
+        if mck is not None and _getenv("LKD_HIL_NO_MCK"):
+            raise TypeError("unexpected keyword argument 'mck'")
+        self.deinit()
+        if mode not in (0, 1, getattr(I2S, "PDM_RX", 0)):
+            raise ValueError("invalid mode")
+        if bits not in (16, 32):
+            raise ValueError("invalid bits")
+        if rate != 16000:
+            raise ValueError("the simulation runs I2S at 16 kHz")
+        pins = [p.id for p in (sck, ws, sd, mck) if p is not None]
+        for other in _live.values():
+            if other.id == self.id:
+                # the ESP32 port would silently take the peripheral from the first one
+                raise OSError("I2S(%d) already live" % self.id)
+            for p in pins:
+                if p in other.pin:
+                    # the GPIO matrix would give the pin to one of them
+                    raise OSError("GPIO %d used by live I2S(%d)" % (p, other.id))
+        self.pin = pins  # its GPIOs
+        self.mode = mode
+        self.frame_bytes = (bits // 8) * (2 if format == I2S.STEREO else 1)  # app-buffer bytes per sample
+        self.ibuf = ibuf // self.frame_bytes  # the DMA buffer, here in samples
+        tx = mode == I2S.TX
+        line = _LINES[tx]
+        if line[_T0] is None:
+            path = _getenv("LKD_HIL_SPK" if tx else "LKD_HIL_MIC")
+            line[_F] = open(path, "wb" if tx else "rb") if path else None
+            line[_EOF] = line[_F] is None
+            line[_T0] = time.ticks_ms()
+        else:
+            gap = time.ticks_diff(time.ticks_ms(), line[_T0]) * 16 - line[_POS]
+            if gap > 0:
+                # the speaker was off meanwhile (the recording stays on the wall clock),
+                # or what the microphone heard while nobody listened
+                if tx:
+                    self._write_silence(line, gap)
+                else:
+                    self._skip(line, gap)
+                line[_POS] += gap
+        self.line = line
+        _live[self.id] = self
+        _count("i2s_init_count")
 
     def deinit(self):
-        if self.f:
-            self.f.close()
-            self.f = None
+        if _live.get(self.id) is self:
+            del _live[self.id]
+        self.line = None
 
     def irq(self, handler):
         pass
@@ -213,11 +262,13 @@ class I2S(io.IOBase):
             return -1
         if req == _STREAM_POLL:
             ret = 0
+            if self.line is None:
+                return 0
             if self.mode == I2S.TX:
                 if arg & _POLLOUT and self._queued() < self.ibuf:
                     ret |= _POLLOUT
             elif arg & _POLLIN:
-                if self._elapsed_bytes() - self.done >= self.block:
+                if time.ticks_diff(time.ticks_ms(), self.line[_T0]) * 16 - self.line[_POS] >= 320:  # a 20 ms DMA block
                     ret |= _POLLIN
             return ret
         if req == _STREAM_CLOSE:
@@ -227,117 +278,123 @@ class I2S(io.IOBase):
 
     # RX: what the microphone heard since the last read, up to len(buf)
     def readinto(self, buf):
-        due = self._elapsed_bytes() - self.done
+        if self.mode == I2S.TX:
+            raise OSError(1)  # EPERM, as the port answers
+        line = self.line
+        due = time.ticks_diff(time.ticks_ms(), line[_T0]) * 16 - line[_POS]
         if due > self.ibuf:
             # the firmware fell behind: the DMA ring overwrote the oldest audio
-            lost = (due - self.ibuf) // self.frame_bytes * self.frame_bytes
-            self._skip(lost)
-            self.done += lost
+            lost = due - self.ibuf
+            self._skip(line, lost)
+            line[_POS] += lost
             due -= lost
-            _count("mic_overrun_bytes", lost)
-        n = min(len(buf), due) // self.frame_bytes * self.frame_bytes
+            _count("mic_overrun_bytes", lost * self.frame_bytes)
+        n = min(len(buf) // self.frame_bytes, due)
         if n <= 0:
             return None
-        self._fill(buf, n)
-        self.done += n
+        self._fill(line, buf, n)
+        line[_POS] += n
         stats.tick()
-        return n
+        return n * self.frame_bytes
 
-    def _skip(self, nbytes):
-        if not self.eof:
-            samples = nbytes // self.frame_bytes
-            self.f.seek(samples * 2, 1)
+    def _skip(self, line, n):
+        if not line[_EOF]:
+            line[_F].seek(n * 2, 1)
 
-    def _fill(self, buf, n):
+    def _fill(self, line, buf, block):  # block: samples
         # source file is 16-bit mono; widen to the I2S slot format
         mv = memoryview(buf)
         fb = self.frame_bytes
+        n = block * fb
+        f = line[_F]
         if fb == 2:  # 16-bit mono: straight from the file
             got = 0
-            if not self.eof:
-                got = self.f.readinto(mv[:n]) or 0
+            if not line[_EOF]:
+                got = f.readinto(mv[:n]) or 0
                 if got < n:
-                    self.eof = True
+                    line[_EOF] = True
             for i in range(got, n):
                 buf[i] = 0
             return
         off = 0
         while off < n:
-            samples = min((n - off) // fb, len(self.scratch) // 2)
+            k = min((n - off) // fb, len(self.scratch) // 2)
             got = 0
-            if not self.eof:
-                got = self.f.readinto(self.smv[:samples * 2]) or 0
-                if got < samples * 2:
-                    self.eof = True
+            if not line[_EOF]:
+                got = f.readinto(self.smv[:k * 2]) or 0
+                if got < k * 2:
+                    line[_EOF] = True
             s = self.scratch
-            for i in range(got, samples * 2):
+            for i in range(got, k * 2):
                 s[i] = 0
-            if fb == 2:
-                mv[off:off + samples * 2] = self.smv[:samples * 2]
-            else:
-                j = off
-                for i in range(samples):
-                    buf[j] = 0
-                    buf[j + 1] = 0
-                    buf[j + 2] = s[2 * i]
-                    buf[j + 3] = s[2 * i + 1]
-                    if fb == 8:  # stereo: same sample in both slots
-                        buf[j + 4] = 0
-                        buf[j + 5] = 0
-                        buf[j + 6] = s[2 * i]
-                        buf[j + 7] = s[2 * i + 1]
-                    j += fb
-            off += samples * fb
+            j = off
+            for i in range(k):
+                buf[j] = 0
+                buf[j + 1] = 0
+                buf[j + 2] = s[2 * i]
+                buf[j + 3] = s[2 * i + 1]
+                if fb == 8:  # stereo: same sample in both slots
+                    buf[j + 4] = 0
+                    buf[j + 5] = 0
+                    buf[j + 6] = s[2 * i]
+                    buf[j + 7] = s[2 * i + 1]
+                j += fb
+            off += k * fb
 
     # TX: the DMA ring takes what fits; what it played is written to the file
     def _queued(self):
-        played = self._elapsed_bytes()
-        if self.done < played:
+        line = self.line
+        played = time.ticks_diff(time.ticks_ms(), line[_T0]) * 16
+        gap = played - line[_POS]
+        if gap > 0:
             # underrun: the speaker played silence meanwhile; keep the file on time
-            gap = (played - self.done) // self.frame_bytes * self.frame_bytes
-            if gap:
-                self._write_silence(gap)
-                self.done += gap
-                _count("spk_underrun_bytes", gap)
-        return self.done - played
+            self._write_silence(line, gap)
+            line[_POS] += gap
+            _count("spk_underrun_bytes", gap * self.frame_bytes)
+        return line[_POS] - played
 
-    def _write_silence(self, nbytes):
-        if self.f is None:
+    def _write_silence(self, line, n):
+        if line[_F] is None:
             return
-        samples = nbytes // self.frame_bytes
         s = self.scratch
-        for i in range(min(len(s), samples * 2)):
+        for i in range(min(len(s), n * 2)):
             s[i] = 0
-        while samples > 0:
-            k = min(samples, len(s) // 2)
-            self.f.write(self.smv[:k * 2])
-            samples -= k
+        while n > 0:
+            k = min(n, len(s) // 2)
+            line[_F].write(self.smv[:k * 2])
+            n -= k
 
     def write(self, buf):
-        room = self.ibuf - self._queued()
-        n = min(len(buf), room) // self.frame_bytes * self.frame_bytes
+        if self.mode != I2S.TX:
+            raise OSError(1)  # EPERM
+        line = self.line
+        n = min(len(buf) // self.frame_bytes, self.ibuf - self._queued())
         if n <= 0:
             return None
-        if self.f is not None:
+        f = line[_F]
+        if f is not None:
             fb = self.frame_bytes
             if fb == 2:
-                self.f.write(memoryview(buf)[:n])
+                f.write(memoryview(buf)[:n * 2])
             else:
                 s = self.scratch
-                samples = n // fb
                 off = 0
-                while off < samples:
-                    k = min(samples - off, len(s) // 2)
+                while off < n:
+                    k = min(n - off, len(s) // 2)
                     for i in range(k):
                         j = (off + i) * fb
                         s[2 * i] = buf[j + 2]
                         s[2 * i + 1] = buf[j + 3]
-                    self.f.write(self.smv[:k * 2])
+                    f.write(self.smv[:k * 2])
                     off += k
-        self.done += n
-        _count("spk_bytes", n)
+        line[_POS] += n
+        _count("spk_bytes", n * self.frame_bytes)
         stats.tick()
-        return n
+        return n * self.frame_bytes
+
+
+if not _getenv("LKD_HIL_NO_PDM"):
+    I2S.PDM_RX = 2  # only builds with PDM support have it (boards/README.md)
 
 
 # --- watchdog, reset, ids --------------------------------------------------------
@@ -406,3 +463,11 @@ def reset_cause():
 
 PWRON_RESET = 1
 WDT_RESET = 3
+
+
+def __getattr__(name):
+    # loaded on first use: only boards with codec chips pay its heap
+    if name == "I2C":
+        from _hil_i2c import I2C
+        return I2C
+    raise AttributeError(name)

@@ -27,7 +27,19 @@ def test_board_file_validates(path):
     b = boards.load(str(path))
     assert b["name"] == path.stem
     assert b["mic"]["rate"] == b["speaker"]["rate"] == 16000
-    assert b["mic"]["i2s_id"] != b["speaker"]["i2s_id"]
+    if b["shared_pins"]:
+        # one peripheral, switched between directions (firmware/lkd/duplex.py)
+        assert b["mic"]["i2s_id"] == b["speaker"]["i2s_id"]
+    else:
+        assert b["mic"]["i2s_id"] != b["speaker"]["i2s_id"]
+
+
+def test_the_boards_that_share_pins_say_so():
+    # ATOM Echo: G33 is the PDM clock and the amplifier's LRCK; BOX-3: one I2S bus for both codecs
+    for name, pin in (("m5stack-atom-echo", 33), ("esp32-s3-box-3", 17)):
+        b = boards.load(str(ROOT / "boards" / f"{name}.json"))
+        pins = [{b[d].get(k) for k in ("sck", "ws", "clk", "sd", "mck")} for d in ("mic", "speaker")]
+        assert b["shared_pins"] and pin in pins[0] and pin in pins[1]
 
 
 def _sim():
@@ -44,6 +56,20 @@ def _sim():
     (lambda b: b["speaker"].update(i2s_id=0), "i2s_id"),
     (lambda b: b["led"].update(type="rgb"), "led.type"),
     (lambda b: b["speaker"].update(type="pdm"), "speaker.type"),
+    (lambda b: b["speaker"].update(sck=4), "mic and speaker share GPIO 4; set shared_pins: true"),
+    (lambda b: b.update(shared_pins=True), "give both the same i2s_id"),
+    (lambda b: b["mic"].update(type="pdm", clk=4, i2s_id=1, bits=16) or b["speaker"].update(i2s_id=0),
+     "PDM microphones need I2S 0"),
+    (lambda b: b.update(micropython=""), "board.micropython"),
+    (lambda b: b.update(codec={"chips": []}), "codec: missing field 'i2c'"),
+    (lambda b: b.update(codec={"i2c": {"sda": 8, "scl": 18}, "chips": [{"chip": "wm8960", "addr": 26}]}),
+     "codec.chips[0].chip"),
+    (lambda b: b.update(codec={"i2c": {"sda": 8, "scl": 18}, "chips": [{"chip": "es8311", "addr": 0x18}]}),
+     "'bclk' needs speaker.bits 32"),
+    (lambda b: b.update(codec={"i2c": {"sda": 8, "scl": 18}, "chips": [{"chip": "es7210", "addr": 200}]}),
+     "codec.chips[0].addr"),
+    (lambda b: b.update(codec={"i2c": {"sda": 8, "scl": 18}, "chips": [{"addr": 0x1a, "init": [[1, 300]]}]}),
+     "codec.chips[0].init"),
 ])
 def test_bad_board_names_the_field(mutate, field):
     b = _sim()
