@@ -21,28 +21,24 @@ def configure(cfg, rx, i2s=None):
     """A new I2S for one direction of a board's mic/speaker section, or `i2s`
     reconfigured in place (I2S.init: the same peripheral, no new object)."""
     pdm = cfg["type"] == "pdm"
-    mode = I2S.RX if rx else I2S.TX
-    if pdm:
-        # the clock goes out on the word-select line (ports with I2S.PDM_RX)
-        mode = getattr(I2S, "PDM_RX", None)
-        if mode is None:
-            raise Unsupported("I2S.PDM_RX (PDM microphone) is missing in this MicroPython", True)
-    sck = None if pdm else Pin(cfg["sck"])
-    ws = Pin(cfg["clk"] if pdm else cfg["ws"])
-    sd = Pin(cfg["sd"])
-    f = i2s.init if i2s is not None else I2S
-    a = () if i2s is not None else (cfg["i2s_id"],)
-    if cfg["mck"] is None:
-        r = f(*a, sck=sck, ws=ws, sd=sd, mode=mode, bits=cfg["bits"], format=I2S.MONO, rate=cfg["rate"],
-              ibuf=cfg["ibuf"])
-    else:
-        try:
-            r = f(*a, sck=sck, ws=ws, sd=sd, mck=Pin(cfg["mck"]), mode=mode, bits=cfg["bits"], format=I2S.MONO,
-                  rate=cfg["rate"], ibuf=cfg["ibuf"])
-        except TypeError:
-            # stock esp32 builds: no MICROPY_PY_MACHINE_I2S_MCK, the keyword is refused
-            raise Unsupported("I2S MCLK output (I2S mck=) is missing in this MicroPython", True)
-    return i2s if i2s is not None else r
+    # PDM: the clock goes out on the word-select line (builds with I2S.PDM_RX)
+    kw = {"sck": None if pdm else Pin(cfg["sck"]), "ws": Pin(cfg["clk"] if pdm else cfg["ws"]),
+          "sd": Pin(cfg["sd"]), "mode": getattr(I2S, "PDM_RX", None) if pdm else I2S.RX if rx else I2S.TX,
+          "bits": cfg["bits"], "format": I2S.MONO, "rate": cfg["rate"], "ibuf": cfg["ibuf"]}
+    if kw["mode"] is None:
+        raise Unsupported("I2S.PDM_RX (PDM microphone) is missing in this MicroPython", True)
+    if cfg["mck"] is not None:
+        kw["mck"] = Pin(cfg["mck"])
+    try:
+        if i2s is None:
+            return I2S(cfg["i2s_id"], **kw)
+        i2s.init(**kw)
+        return i2s
+    except TypeError:
+        if "mck" not in kw:
+            raise
+        # stock esp32 builds: no MICROPY_PY_MACHINE_I2S_MCK, the keyword is refused
+        raise Unsupported("I2S MCLK output (I2S mck=) is missing in this MicroPython", True)
 
 
 class Mic:

@@ -54,6 +54,7 @@ def validate(c, spk):
             if clk not in ("bclk", "pin"):
                 raise BoardError("%s.mclk: %r is neither 'bclk' nor 'pin'" % (where, clk))
             d["mclk"] = clk
+            d["bits"] = spk["bits"]  # the serial port's word length follows the speaker's slots
             if clk == "bclk" and spk["bits"] != 32:
                 # MicroPython's RX always clocks 32-bit slots (64 fs); the DAC's dividers assume the same in TX
                 raise BoardError("%s.mclk: 'bclk' needs speaker.bits 32 (BCLK = 64 x rate)" % where)

@@ -59,8 +59,9 @@ def es8311(c, d):
     c.w(0x06, 0x03)  # BCLK divider 4 (used in master mode only), not inverted
     c.w(0x07, 0x00)  # LRCK divider 256 (high bits)
     c.w(0x08, 0xFF)  # (low byte: divider - 1)
-    c.w(0x09, 0x10)  # serial data in: I2S, 32-bit words (the ESP32's slot)
-    c.w(0x0A, 0x10)  # serial data out: the same
+    wl = 0x10 if d["bits"] == 32 else 0x0C  # word length: 32 or 16 bits, the ESP32's TX slot
+    c.w(0x09, wl)  # serial data in: I2S
+    c.w(0x0A, wl)  # serial data out: the same
     c.w(0x0D, 0x01)  # power up the analog circuits
     c.w(0x0E, 0x02)  # PGA and ADC modulator on
     c.w(0x12, 0x00)  # DAC powered up

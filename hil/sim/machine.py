@@ -180,7 +180,8 @@ class Pin:
 _live = {}  # id -> the live I2S on that peripheral
 # One direction's wall-clock timeline in 16-bit mono samples, kept across I2S
 # re-inits (the room goes on while the I2S listens the other way):
-# [file, t0 ms (None until first opened), samples (16 per ms) read or written, at eof]
+# [file, t0 ms (None until first opened), samples (16 per ms: the firmware runs
+# I2S at 16 kHz) read or written, at eof]
 _F = const(0)
 _T0 = const(1)
 _POS = const(2)
@@ -213,8 +214,6 @@ class I2S(io.IOBase):
             raise ValueError("invalid mode")
         if bits not in (16, 32):
             raise ValueError("invalid bits")
-        if rate != 16000:
-            raise ValueError("the simulation runs I2S at 16 kHz")
         pins = [p.id for p in (sck, ws, sd, mck) if p is not None]
         for other in _live.values():
             if other.id == self.id:
@@ -253,9 +252,6 @@ class I2S(io.IOBase):
         if _live.get(self.id) is self:
             del _live[self.id]
         self.line = None
-
-    def irq(self, handler):
-        pass
 
     def ioctl(self, req, arg):
         if req == _STREAM_GET_FILENO:
@@ -302,7 +298,7 @@ class I2S(io.IOBase):
             line[_F].seek(n * 2, 1)
 
     def _fill(self, line, buf, block):  # block: samples
-        # source file is 16-bit mono; widen to the I2S slot format
+        # source file is 16-bit mono; widen to 32-bit slots (the firmware reads MONO only)
         mv = memoryview(buf)
         fb = self.frame_bytes
         n = block * fb
@@ -333,11 +329,6 @@ class I2S(io.IOBase):
                 buf[j + 1] = 0
                 buf[j + 2] = s[2 * i]
                 buf[j + 3] = s[2 * i + 1]
-                if fb == 8:  # stereo: same sample in both slots
-                    buf[j + 4] = 0
-                    buf[j + 5] = 0
-                    buf[j + 6] = s[2 * i]
-                    buf[j + 7] = s[2 * i + 1]
                 j += fb
             off += k * fb
 

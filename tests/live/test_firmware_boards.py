@@ -35,6 +35,7 @@ async def test_atom_echo_one_i2s_streams_the_mic_and_plays_the_far_side(server, 
     # the far side went quiet: after the hangover the I2S listens again
     await asyncio.sleep(1.0)
     good = tone_frames(await peer.record(track, 1.5), 48000, 440)
-    assert good >= 0.9 * 75, f"440 Hz in {good} of 75 peer frames after the agent stopped {dev.stats()} {dev.lines()[-8:]}"
-    st = dev.stats()
-    assert st.get("i2s_init_count", 0) >= 3, st  # RX, then TX, then RX again: one peripheral, re-initialised
+    assert good >= 0.9 * 75, f"440 Hz in {good} of 75 peer frames after the agent stopped"
+    # RX, then TX, then RX again: one peripheral re-initialised, and not per frame (the hangover)
+    inits = dev.stats().get("i2s_init_count", 0)
+    assert 3 <= inits <= 6, f"{inits} I2S inits"
