@@ -3,50 +3,20 @@
 #
 # A board whose microphone and speaker share pins has one I2S peripheral,
 # switched between them (lkd.shared_i2s, loaded only by those boards); the others
-# run one peripheral per direction, both always on.
+# run one peripheral per direction, both always on. lkd.i2s_setup opens them.
 
 import asyncio
-import sys
-from machine import I2S, Pin
+from machine import Pin
 from device_protocol import PCM_FRAME_BYTES, FRAME_SAMPLES
 from lkd.pcm import s32_to_s16, s16_to_s32, scale
-
-
-class Unsupported(Exception):
-    """The board cannot run here. args: (why,) or (why, True) when the
-    MicroPython build lacks a feature (boot then names the build to flash)."""
-
-
-def configure(cfg, rx, i2s=None):
-    """A new I2S for one direction of a board's mic/speaker section, or `i2s`
-    reconfigured in place (I2S.init: the same peripheral, no new object)."""
-    pdm = cfg["type"] == "pdm"
-    # PDM: the clock goes out on the word-select line (builds with I2S.PDM_RX)
-    kw = {"sck": None if pdm else Pin(cfg["sck"]), "ws": Pin(cfg["clk"] if pdm else cfg["ws"]),
-          "sd": Pin(cfg["sd"]), "mode": getattr(I2S, "PDM_RX", None) if pdm else I2S.RX if rx else I2S.TX,
-          "bits": cfg["bits"], "format": I2S.MONO, "rate": cfg["rate"], "ibuf": cfg["ibuf"]}
-    if kw["mode"] is None:
-        raise Unsupported("I2S.PDM_RX (PDM microphone) is missing in this MicroPython", True)
-    if cfg["mck"] is not None:
-        kw["mck"] = Pin(cfg["mck"])
-    try:
-        if i2s is None:
-            return I2S(cfg["i2s_id"], **kw)
-        i2s.init(**kw)
-        return i2s
-    except TypeError:
-        if "mck" not in kw:
-            raise
-        # stock esp32 builds: no MICROPY_PY_MACHINE_I2S_MCK, the keyword is refused
-        raise Unsupported("I2S MCLK output (I2S mck=) is missing in this MicroPython", True)
 
 
 class Mic:
     """Reads 20 ms frames of 16-bit PCM into a FrameRing."""
 
-    def __init__(self, cfg, ring, on_frame, i2s=None):
+    def __init__(self, cfg, ring, on_frame, i2s):
         self.bits = cfg["bits"]
-        self.i2s = i2s if i2s is not None else configure(cfg, True)
+        self.i2s = i2s
         self.raw = bytearray(FRAME_SAMPLES * self.bits // 8)
         self.rawmv = memoryview(self.raw)
         self.ring = ring
@@ -86,12 +56,12 @@ class Mic:
 class Speaker:
     """Plays 20 ms frames pulled from a source (the jitter buffer) at the I2S pace."""
 
-    def __init__(self, cfg, pull, i2s=None):
+    def __init__(self, cfg, pull, i2s):
         self.bits = cfg["bits"]
         self.amp = None
         if cfg.get("amp_enable") is not None:
             self.amp = Pin(cfg["amp_enable"], Pin.OUT, value=1)
-        self.i2s = i2s if i2s is not None else configure(cfg, False)
+        self.i2s = i2s
         self.pcm = bytearray(PCM_FRAME_BYTES)
         self.out = self.pcm if self.bits == 16 else bytearray(FRAME_SAMPLES * 4)
         self.outmv = memoryview(self.out)
@@ -130,14 +100,3 @@ class Speaker:
             self.frames += 1
             if bus is not None:
                 bus.tick(self)  # may hand the I2S back to the microphone
-
-
-def open_audio(board, ring, on_frame, pull):
-    """The board's (Mic, Speaker); raises Unsupported when this build cannot drive them."""
-    m, s = board["mic"], board["speaker"]
-    if board["shared_pins"]:
-        # only boards that share pins load it (a long name: not a qstr that every board would keep)
-        __import__("lkd.shared_i2s")
-        return sys.modules["lkd.shared_i2s"].open(m, s, ring, on_frame, pull)
-    spk = Speaker(s, pull)
-    return Mic(m, ring, on_frame), spk

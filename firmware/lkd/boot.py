@@ -42,7 +42,7 @@ async def _run(cfg, board, wdt):
     dev = Device(cfg, board, token_fetch=token_fetch, ssl_ctx=ssl_ctx)
     # audio buffers before anything fragments the heap
     from lkd.jitter import JitterBuffer, FrameRing
-    from lkd.audio import open_audio, Unsupported
+    from lkd.i2s_setup import open_audio, Unsupported  # boot-time only: unloaded below
     dev.jb = JitterBuffer(size=dev.jb_slot_bytes)
     dev.jb.decode = dev.decode_into
     dev.ring = FrameRing(3)
@@ -62,6 +62,8 @@ async def _run(cfg, board, wdt):
             await asyncio.sleep_ms(250)
             wdt.feed()
             led.tick()
+    open_audio = Unsupported = None
+    _unload("i2s_setup")
     dev.speaker.set_volume(cfg["volume"])
     dev.mic_gate = cfg["half_duplex"] or board["shared_pins"]
     button = Button(board["button"]) if cfg["push_to_talk"] and board["button"] else None

@@ -7,7 +7,7 @@
 
 import time
 from machine import I2C, Pin
-from lkd.audio import Unsupported
+from lkd.i2s_setup import Unsupported
 
 _ENODEV = 19  # the ESP32 port's errno when nobody acknowledges the address
 

@@ -14,7 +14,8 @@
 import asyncio
 from micropython import const
 from device_protocol import FRAME_SAMPLES, PCM_FRAME_BYTES
-from lkd.audio import Mic, Speaker, configure
+from lkd.audio import Mic, Speaker
+from lkd.i2s_setup import configure
 from lkd.pcm import s32_to_s16
 
 _HANGOVER = const(15)  # frames (300 ms) of silence from the far side before the microphone gets the pins back
