@@ -1,9 +1,9 @@
 # Simulated I2C bus with codec chips, the `machine.I2C` of hil/sim/machine.py
-# (loaded on first use: only codec boards pay its heap). LKD_HIL_I2C: the
-# devices on the bus, "ADDR=CHIP,..." (default: an ESP32-S3-BOX-3's ES8311 at
-# 0x18 and ES7210 at 0x40; "" for none). A chip answers its ID registers; an
-# absent address NACKs with OSError(ENODEV) as the ESP32 port does.
-# LKD_HIL_I2C_LOG: every transfer, one line "w|r ADDR REG VALUE".
+# (loaded on first use). LKD_HIL_I2C: the devices on the bus, "ADDR=CHIP,..."
+# (default: an ESP32-S3-BOX-3's ES8311 at 0x18 and ES7210 at 0x40; "" for
+# none). A chip answers its ID registers; an absent address NACKs with
+# OSError(ENODEV) as the ESP32 port does. LKD_HIL_I2C_LOG: every transfer, one
+# line "w|r ADDR REG VALUE".
 
 import os
 

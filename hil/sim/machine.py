@@ -6,13 +6,12 @@
 #   LKD_HIL_PINS   JSON {"pin": level} control file for input pins (re-read on change)
 #   LKD_HIL_STATS  JSON stats file (heap samples, I2S counters), rewritten every 2 s
 #   LKD_HIL_NO_PDM, LKD_HIL_NO_MCK: an I2S without PDM_RX / without the mck keyword (stock MicroPython)
-#   LKD_HIL_I2C, LKD_HIL_I2C_LOG: the I2C bus devices and a log of every transfer (see _hil_i2c.py)
+#   LKD_HIL_I2C, LKD_HIL_I2C_LOG: the I2C bus devices and a log of every transfer (see I2C below)
 
 import gc
 import io
 from micropython import const
 import os
-import sys
 import time
 
 _getenv = os.getenv
@@ -207,13 +206,47 @@ class I2S(io.IOBase):
         self.smv = memoryview(self.scratch)
         self.init(**kw)
 
-    def init(self, **kw):
-        # The set-up runs from a module loaded for the call and dropped after
-        # it: the simulation shares the heap it measures, and a board inits
-        # its I2S at boot and (shared pins) between utterances only.
-        from _hil_i2s_init import init
-        sys.modules.pop("_hil_i2s_init", None)
-        init(self, **kw)
+    def init(self, *, sck=None, ws=None, sd=None, mck=None, mode=0, bits=16, format=0, rate=16000, ibuf=8192):
+        if mck is not None and _getenv("LKD_HIL_NO_MCK"):
+            raise TypeError("unexpected keyword argument 'mck'")
+        self.deinit()
+        if mode not in (0, 1, getattr(I2S, "PDM_RX", 0)):
+            raise ValueError("invalid mode")
+        if bits not in (16, 32):
+            raise ValueError("invalid bits")
+        pins = [p.id for p in (sck, ws, sd, mck) if p is not None]
+        for other in _live.values():
+            if other.id == self.id:
+                # the ESP32 port would silently take the peripheral from the first one
+                raise OSError("I2S(%d) already live" % self.id)
+            for p in pins:
+                if p in other.pin:
+                    # the GPIO matrix would give the pin to one of them
+                    raise OSError("GPIO %d used by live I2S(%d)" % (p, other.id))
+        self.pin = pins  # its GPIOs
+        self.mode = mode
+        self.frame_bytes = (bits // 8) * (2 if format == I2S.STEREO else 1)  # app-buffer bytes per sample
+        self.ibuf = ibuf // self.frame_bytes  # the DMA buffer, here in samples
+        tx = mode == I2S.TX
+        line = _LINES[tx]
+        if line[_T0] is None:
+            path = _getenv("LKD_HIL_SPK" if tx else "LKD_HIL_MIC")
+            line[_F] = open(path, "wb" if tx else "rb") if path else None
+            line[_EOF] = line[_F] is None
+            line[_T0] = time.ticks_ms()
+        else:
+            gap = time.ticks_diff(time.ticks_ms(), line[_T0]) * 16 - line[_POS]
+            if gap > 0:
+                # the speaker was off meanwhile (the recording stays on the wall clock),
+                # or what the microphone heard while nobody listened
+                if tx:
+                    self._write_silence(line, gap)
+                else:
+                    self._skip(line, gap)
+                line[_POS] += gap
+        self.line = line
+        _live[self.id] = self
+        _count("i2s_init_count")
 
     def deinit(self):
         if _live.get(self.id) is self:
