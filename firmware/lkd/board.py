@@ -110,8 +110,15 @@ def validate(b):
     c = b.get("codec")
     if c is not None:
         # only boards with codec chips load it (a long name: not a qstr that every board would keep)
-        __import__("lkd.boardcodec")
-        c = sys.modules["lkd.boardcodec"].validate(c, s)
+        try:
+            __import__("lkd.boardcodec")
+            c = sys.modules["lkd.boardcodec"].validate(c, s)
+        except ImportError:
+            # this file was loaded on its own (the host's board tools, CPython): the one beside it
+            ns = {"__name__": "_lkd_boardcodec", "BoardError": BoardError, "_req": _req}
+            with open(__file__[:-len("board.py")] + "boardcodec.py") as f:
+                exec(f.read(), ns)
+            c = ns["validate"](c, s)
     b["codec"] = c
     btn = b.get("button")
     if btn is not None:
