@@ -116,7 +116,7 @@ def validate(b):
         except ImportError:
             # this file was loaded on its own (the host's board tools, CPython): the one beside it
             ns = {"__name__": "_lkd_boardcodec", "BoardError": BoardError, "_req": _req}
-            with open(__file__[:-len("board.py")] + "boardcodec.py") as f:
+            with open(__file__[:-8] + "boardcodec.py") as f:  # [:-8]: less "board.py"
                 exec(f.read(), ns)
             c = ns["validate"](c, s)
     b["codec"] = c

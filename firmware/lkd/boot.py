@@ -42,7 +42,7 @@ async def _run(cfg, board, wdt):
     dev = Device(cfg, board, token_fetch=token_fetch, ssl_ctx=ssl_ctx)
     # audio buffers before anything fragments the heap
     from lkd.jitter import JitterBuffer, FrameRing
-    from lkd.i2s_setup import open_audio, Unsupported  # boot-time only: unloaded below
+    from lkd.i2s_setup import open_audio, Unsupported, stop  # boot-time only: unloaded below
     dev.jb = JitterBuffer(size=dev.jb_slot_bytes)
     dev.jb.decode = dev.decode_into
     dev.ring = FrameRing(3)
@@ -50,19 +50,11 @@ async def _run(cfg, board, wdt):
         if board["codec"]:
             __import__("lkd.codecchip")  # only boards with codec chips load it
             sys.modules["lkd.codecchip"].setup(board["codec"])
-            _unload("codecchip")
+            _unload("lkd.codecchip"[4:])  # sliced: a literal this short would be a qstr on every board
         dev.mic, dev.speaker = open_audio(board, dev.ring, dev.frame_ready, dev.speaker_pull)
     except Unsupported as e:
-        # this build cannot drive the board, or its chips do not answer: say so once and stop
-        # (no retries, no reboot loop) with the LED in error until reset or re-flash
-        log("stopped board=%s: %s%s" % (board["name"], e.args[0],
-                                         "; flash this: " + board["micropython"] if len(e.args) > 1 else ""))
-        led.show("error")
-        while True:
-            await asyncio.sleep_ms(250)
-            wdt.feed()
-            led.tick()
-    open_audio = Unsupported = None
+        await stop(e, board, led, wdt)  # this build cannot drive the board, or its chips do not answer
+    open_audio = Unsupported = stop = None
     _unload("i2s_setup")
     dev.speaker.set_volume(cfg["volume"])
     dev.mic_gate = cfg["half_duplex"] or board["shared_pins"]

@@ -3,6 +3,7 @@
 
 import sys
 from machine import I2S, Pin
+from lkd.device import log
 
 
 class Unsupported(Exception):
@@ -44,3 +45,16 @@ def open_audio(board, ring, on_frame, pull):
         return sys.modules["lkd.shared_i2s"].open(m, s, ring, on_frame, pull)
     spk = Speaker(s, pull, configure(s, False))
     return Mic(m, ring, on_frame, configure(m, True)), spk
+
+
+async def stop(e, board, led, wdt):
+    """Say once why the board cannot run, and stop: no retries, no reboot loop,
+    the LED in error until reset or re-flash."""
+    import asyncio
+    log("stopped board=%s: %s%s" % (board["name"], e.args[0],
+                                     "; flash this: " + board["micropython"] if len(e.args) > 1 else ""))
+    led.show("error")
+    while True:
+        await asyncio.sleep_ms(250)
+        wdt.feed()
+        led.tick()

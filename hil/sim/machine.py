@@ -177,7 +177,6 @@ class Pin:
 # LKD_HIL_NO_MCK is set: stock MicroPython has neither (see boards/README.md).
 
 # (names are few and short: each costs the measured heap a qstr)
-_live = {}  # id -> the live I2S on that peripheral
 # One direction's wall-clock timeline in 16-bit mono samples, kept across I2S
 # re-inits (the room goes on while the I2S listens the other way):
 # [file, t0 ms (None until first opened), samples (16 per ms: the firmware runs
@@ -186,7 +185,12 @@ _F = const(0)
 _T0 = const(1)
 _POS = const(2)
 _EOF = const(3)
-_LINES = ([None, None, 0, True], [None, None, 0, True])  # RX (the microphone), TX (the speaker)
+# _LINES[2]: id -> the live I2S on that peripheral
+_LINES = ([None, None, 0, True], [None, None, 0, True], {})  # RX (the microphone), TX (the speaker)
+# one small scratch buffer for every instance (single-threaded): the simulation
+# shares the heap it measures (a board's DMA buffers are outside it)
+scratch = bytearray(_SCRATCH)
+smv = memoryview(scratch)
 
 
 class I2S(io.IOBase):
@@ -201,9 +205,6 @@ class I2S(io.IOBase):
         self.id = id
         self.line = None
         self.pin = ()
-        # small: the simulation shares the heap it measures (a board's DMA buffers are outside it)
-        self.scratch = bytearray(_SCRATCH)
-        self.smv = memoryview(self.scratch)
         self.init(**kw)
 
     def init(self, *, sck=None, ws=None, sd=None, mck=None, mode=0, bits=16, format=0, rate=16000, ibuf=8192):
@@ -214,15 +215,12 @@ class I2S(io.IOBase):
             raise ValueError("invalid mode")
         if bits not in (16, 32):
             raise ValueError("invalid bits")
-        pins = [p.id for p in (sck, ws, sd, mck) if p is not None]
-        for other in _live.values():
-            if other.id == self.id:
-                # the ESP32 port would silently take the peripheral from the first one
-                raise OSError("I2S(%d) already live" % self.id)
-            for p in pins:
-                if p in other.pin:
-                    # the GPIO matrix would give the pin to one of them
-                    raise OSError("GPIO %d used by live I2S(%d)" % (p, other.id))
+        pins = [p.id for p in (sck, ws, sd, mck) if p]
+        for o in _LINES[2].values():
+            # the ESP32 port would silently take the peripheral from the first instance,
+            # or the GPIO matrix give a shared pin to one of them
+            if o.id == self.id or [p for p in pins if p in o.pin]:
+                raise OSError("I2S(%d) on GPIO %r: I2S(%d) on GPIO %r is live" % (self.id, pins, o.id, o.pin))
         self.pin = pins  # its GPIOs
         self.mode = mode
         self.frame_bytes = (bits // 8) * (2 if format == I2S.STEREO else 1)  # app-buffer bytes per sample
@@ -245,12 +243,12 @@ class I2S(io.IOBase):
                     self._skip(line, gap)
                 line[_POS] += gap
         self.line = line
-        _live[self.id] = self
+        _LINES[2][self.id] = self
         _count("i2s_init_count")
 
     def deinit(self):
-        if _live.get(self.id) is self:
-            del _live[self.id]
+        if _LINES[2].get(self.id) is self:
+            del _LINES[2][self.id]
         self.line = None
 
     def ioctl(self, req, arg):
@@ -274,8 +272,6 @@ class I2S(io.IOBase):
 
     # RX: what the microphone heard since the last read, up to len(buf)
     def readinto(self, buf):
-        if self.mode == I2S.TX:
-            raise OSError(1)  # EPERM, as the port answers
         line = self.line
         due = time.ticks_diff(time.ticks_ms(), line[_T0]) * 16 - line[_POS]
         if due > self.ibuf:
@@ -314,13 +310,13 @@ class I2S(io.IOBase):
             return
         off = 0
         while off < n:
-            k = min((n - off) // fb, len(self.scratch) // 2)
+            k = min((n - off) // fb, len(scratch) // 2)
             got = 0
             if not line[_EOF]:
-                got = f.readinto(self.smv[:k * 2]) or 0
+                got = f.readinto(smv[:k * 2]) or 0
                 if got < k * 2:
                     line[_EOF] = True
-            s = self.scratch
+            s = scratch
             for i in range(got, k * 2):
                 s[i] = 0
             j = off
@@ -347,17 +343,15 @@ class I2S(io.IOBase):
     def _write_silence(self, line, n):
         if line[_F] is None:
             return
-        s = self.scratch
+        s = scratch
         for i in range(min(len(s), n * 2)):
             s[i] = 0
         while n > 0:
             k = min(n, len(s) // 2)
-            line[_F].write(self.smv[:k * 2])
+            line[_F].write(smv[:k * 2])
             n -= k
 
     def write(self, buf):
-        if self.mode != I2S.TX:
-            raise OSError(1)  # EPERM
         line = self.line
         n = min(len(buf) // self.frame_bytes, self.ibuf - self._queued())
         if n <= 0:
@@ -368,7 +362,7 @@ class I2S(io.IOBase):
             if fb == 2:
                 f.write(memoryview(buf)[:n * 2])
             else:
-                s = self.scratch
+                s = scratch
                 off = 0
                 while off < n:
                     k = min(n - off, len(s) // 2)
@@ -376,7 +370,7 @@ class I2S(io.IOBase):
                         j = (off + i) * fb
                         s[2 * i] = buf[j + 2]
                         s[2 * i + 1] = buf[j + 3]
-                    f.write(self.smv[:k * 2])
+                    f.write(smv[:k * 2])
                     off += k
         line[_POS] += n
         _count("spk_bytes", n * self.frame_bytes)
@@ -456,9 +450,6 @@ PWRON_RESET = 1
 WDT_RESET = 3
 
 
-def __getattr__(name):
+def I2C(*args, **kw):
     # loaded on first use: only boards with codec chips pay its heap
-    if name == "I2C":
-        from _hil_i2c import I2C
-        return I2C
-    raise AttributeError(name)
+    return __import__("_hil_i2c_codecs").I2C(*args, **kw)  # a long name: no qstr on every board

@@ -142,9 +142,10 @@ a = I2S(0, sck=Pin(19), ws=Pin(33), sd=Pin(22), mode=I2S.TX, bits=16, format=I2S
 print(tryit(lambda: I2S(1, sck=Pin(4), ws=Pin(33), sd=Pin(23), mode=I2S.RX, bits=16, format=I2S.MONO, rate=16000, ibuf=4096)))
 print(tryit(lambda: I2S(0, sck=Pin(4), ws=Pin(5), sd=Pin(23), mode=I2S.RX, bits=16, format=I2S.MONO, rate=16000, ibuf=4096)))
 a.init(ws=Pin(33), sd=Pin(23), mode=I2S.PDM_RX, bits=16, format=I2S.MONO, rate=16000, ibuf=4096)
-print(tryit(lambda: a.write(bytearray(64))))
+print(a.mode == I2S.PDM_RX)
 a.deinit()
 print(tryit(lambda: I2S(1, sck=Pin(19), ws=Pin(33), sd=Pin(22), mode=I2S.TX, bits=16, format=I2S.MONO, rate=16000, ibuf=4096)))
 """)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:4] == ["GPIO 33 used by live I2S(0)", "I2S(0) already live", "[Errno 1] EPERM", "ok"], r.stdout
+    assert r.stdout.split("\n")[:4] == ["I2S(1) on GPIO [4, 33, 23]: I2S(0) on GPIO [19, 33, 22] is live",
+                                        "I2S(0) on GPIO [4, 5, 23]: I2S(0) on GPIO [19, 33, 22] is live", "True", "ok"], r.stdout
