@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 
 from .. import __version__
@@ -37,10 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     args.parser = parser
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM (systemd, docker, kill) stops a command as Ctrl-C does, so its
+    # cleanup runs: the servers, gateways and boards it started go with it
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:
         return 130
+
+
+def _interrupt(signum, frame):
+    # delivered again as SIGINT: whoever handles Ctrl-C (asyncio.run cancels
+    # its main task; plain code gets KeyboardInterrupt) handles this too
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 if __name__ == "__main__":

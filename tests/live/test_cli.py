@@ -98,3 +98,28 @@ async def test_gateway_and_simulated_esp32_as_a_user_runs_them(server, room_name
     assert f"[lkd] welcome room={room_name} identity=esp32" in text
     assert "[sim] loudest tone in the recording: 1000 Hz" in text, text
     assert dominant_frequency(*read_wav(str(out))) == pytest.approx(1000, abs=5)
+
+
+async def test_sigterm_to_lkdevice_server_stops_its_livekit_server(tmp_path):
+    """A service manager stops `lkdevice server` with SIGTERM: the livekit-server it
+    started must go with it, not linger on the port as an orphan."""
+    import signal
+    import socket
+
+    from lkdevice.host_tools.livekit_server import free_port
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lkdevice.cli", "server", "--port", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert b"livekit-server on" in line, line
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    with socket.socket() as s:
+        s.settimeout(1)
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "livekit-server still listens after SIGTERM"
