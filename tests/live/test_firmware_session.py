@@ -190,8 +190,12 @@ async def test_removed_by_the_server_the_board_stays_out_until_its_config_change
     mark = dev.mark()
     await dev.wait_line(r"\[lkd\] config.json changed; trying again", 10, since=mark)
     await dev.wait_line(r"\[lkd\] welcome room=%s identity=esp32 " % re.escape(room_name), 20, since=mark)
-    colours = dev.led_colors()
-    assert colours[-1][1] != RED
+    # the boot loop repaints the LED every 250 ms: give it a second after the welcome
+    for _ in range(20):
+        if dev.led_colors()[-1][1] != RED:
+            break
+        await asyncio.sleep(0.1)
+    assert dev.led_colors()[-1][1] != RED
 
 
 async def test_a_duplicate_identity_does_not_start_a_tug_of_war(server, gateway, sims, peers, room_name):
