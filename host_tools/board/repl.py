@@ -59,7 +59,13 @@ _INFO = ("import sys\n"
          "'lkd.boot' in sys.modules,tuple(n for n in ('lkd','device_protocol') if _fz(n)))))\n"
          "del _fz")
 
-_HOLD = "import machine\nmachine.WDT(timeout=%d).feed()" % HOLD_MS
+# First, and short (the board compiles it in what heap the interrupted firmware
+# left): when our firmware ran, hold its watchdog off and give its heap back (its
+# tasks live on in asyncio's queue, its modules in sys.modules); prints whether it ran.
+_HOLD = ("import sys\nr='lkd.boot' in sys.modules\nif r:\n import machine,asyncio,gc\n"
+         " machine.WDT(timeout=%d).feed()\n asyncio.new_event_loop()\n"
+         " for n in [n for n in sys.modules if n[:4]=='lkd.' or n in ('lkd','main','app','device_protocol')]:\n"
+         "  del sys.modules[n]\n gc.collect()\nprint(r)" % HOLD_MS)
 
 # sha256 of each path, or None when it does not exist; one round trip for all
 _HASHES = ("import hashlib,binascii\n"
@@ -110,9 +116,18 @@ class BoardRepl:
             self._close_transport()
             raise NoBoard(why_not(self.port, e)) from None
         self._bound_reads(self.transport)
-        self.info = self._read_info()
-        if self.info.firmware_ran:
+        try:
+            ran = self.exec(_HOLD).decode(errors="replace").strip() == "True"
+        except BoardCodeError as e:
+            if "MemoryError" not in str(e):
+                raise
+            # the interrupted firmware left no heap even to compile a line: a soft
+            # reset frees it and, from the raw REPL, does not run main.py; on an
+            # ESP32 the firmware's watchdog stays armed through it, so hold it first
+            self._soft_reset_raw()
             self.exec(_HOLD)
+            ran = True
+        self.info = self._read_info(ran)
         return self
 
     def _bound_reads(self, transport) -> None:
@@ -127,8 +142,17 @@ class BoardRepl:
                               timeout_overall=left if timeout_overall is None else min(left, timeout_overall))
         transport.read_until = bounded
 
-    def _read_info(self) -> BoardInfo:
-        version, mpy, platform, machine, ran, frozen = self.eval_script(_INFO)
+    def _soft_reset_raw(self) -> None:
+        from mpremote.transport_serial import TransportError
+        self._deadline = time.monotonic() + self.connect_timeout
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.transport.enter_raw_repl(soft_reset=True, timeout_overall=self.connect_timeout)
+        except TransportError:
+            raise NoRepl(f"the board on {self.port} did not come back from a soft reset") from None
+
+    def _read_info(self, ran: bool) -> BoardInfo:
+        version, mpy, platform, machine, _, frozen = self.eval_script(_INFO)
         return BoardInfo(tuple(version), mpy, platform, machine, ran, tuple(frozen))
 
     def close(self) -> None:

@@ -234,12 +234,15 @@ def test_a_running_firmware_keeps_its_watchdog_off_the_session(board):
     (board.flash / "config.json").write_text(json.dumps(cfg))
     lkdevice("monitor", "--port", board.port, "--reset", "--duration", "2", check_rc=0)
     assert b"[lkd] connecting" in board.output()
-    boots = board.boots
+    started = board.output().count(b"[lkd] boot")
     with BoardRepl(board.port) as repl:
         assert repl.info.firmware_ran
         time.sleep(3.0)  # twice the firmware's watchdog timeout
         assert repl.eval_script("print(repr(1 + 1))") == 2
-    assert board.boots == boots and b"watchdog reset" not in board.output()
+    # the tools may soft-reset from the raw REPL to get the heap back (main.py does not
+    # run then), but the watchdog never fires and the firmware does not start again
+    out = board.output()
+    assert b"watchdog reset" not in out and out.count(b"[lkd] boot") == started
 
 
 def test_sim_esp32_pty_is_a_board_the_tools_find_and_ctrl_c_ends_it():
