@@ -6,22 +6,13 @@ import sys
 import machine
 import device_protocol  # compile the large shared module first, on an empty heap
 from lkd import VERSION, board as boards, config as configs
-from lkd.device import Device, log
+from lkd.device import Device, log, _unload  # one unloader for the firmware
 
 
 def _read(path):
     with open(path, "rb") as f:
         return f.read()
 
-
-def _unload(name):
-    # give a module's code back to the heap once it is no longer needed
-    import lkd
-    sys.modules.pop("lkd." + name, None)
-    try:
-        delattr(lkd, name)
-    except AttributeError:
-        pass
 
 
 async def _run(cfg, board, wdt):
