@@ -67,6 +67,8 @@ def parse_params(payload: str | bytes, allowed: tuple[str, ...] | None = None) -
         value = json.loads(payload)
     except ValueError as exc:
         raise PayloadError(f"payload is not JSON: {exc.msg} at character {exc.pos}") from None
+    if value is None:  # some tool-calling agents send null for "no arguments"
+        return {}
     if not isinstance(value, dict):
         raise PayloadError(f"payload must be a JSON object, got {type(value).__name__}")
     if allowed is not None:

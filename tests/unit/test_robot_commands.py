@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 
 import pytest
 
@@ -60,6 +59,9 @@ def test_colours_by_name_or_hex():
 def test_params_refuse_what_is_not_an_object():
     assert parse_params("") == {}
     assert parse_params("  ") == {}
+    assert parse_params("null") == {}
+    with pytest.raises(PayloadError, match="got str"):
+        parse_params('"forward"')
     with pytest.raises(PayloadError, match="not UTF-8"):
         parse_params(b"\xff\xfe")
     with pytest.raises(PayloadError, match="unknown field 'x'"):
@@ -297,5 +299,20 @@ async def test_a_plugin_that_raises_gives_an_error_not_a_crash():
         assert (err.value.code, err.value.message) == (RpcError.APPLICATION_ERROR, "explode failed: KeyError")
         router.agent_state("agent", "speaking")  # the broken one is logged, the next still told
         assert router.plugins[1].states == [("agent", "speaking")]
+    finally:
+        await router.close()
+
+
+async def test_losing_the_room_stops_a_moving_drive():
+    room = StandInRoom()
+    drive = SimDrive()
+    router = CommandRouter(room, [drive], watchdog_s=0)  # no watchdog: only the disconnect can stop it
+    router.attach()
+    try:
+        await room.call("move", '{"direction": "backward"}')
+        for handler in room.handlers["disconnected"]:
+            handler("SIGNAL_CLOSE")
+        await asyncio.sleep(0.01)
+        assert drive.move is None and drive.last_stop_reason == "disconnected (SIGNAL_CLOSE)"
     finally:
         await router.close()
