@@ -238,19 +238,25 @@ async def test_a_hanging_handler_is_timed_out_and_commands_are_bounded():
         assert router._running == 0  # the cancelled handlers gave their slots back
         router.handler_timeout_s = 0.1
 
-        async def hang_forever(cmd):
-            while True:
+        release = asyncio.Event()
+
+        async def stubborn(cmd):
+            while not release.is_set():
                 try:
-                    await asyncio.sleep(3600)
+                    await release.wait()
                 except asyncio.CancelledError:
                     pass  # a handler that refuses to end keeps its slot, so the bound holds
-        room.methods["stubborn"] = router._rpc_handler("stubborn", router.plugins[0], hang_forever)
+        room.methods["stubborn"] = router._rpc_handler("stubborn", router.plugins[0], stubborn)
         for _ in range(2):
             with pytest.raises(RpcError, match="timed out"):
                 await room.call("stubborn")
         with pytest.raises(RpcError) as err:
             await room.call("honk")
         assert err.value.message == "busy: 2 commands already running" and router.busy_refused == 1
+        release.set()  # they end at last: their slots come back
+        await asyncio.sleep(0.01)
+        assert router._running == 0
+        assert await room.call("honk") == '{"honked":1,"total":1}'
     finally:
         await router.close()
 
