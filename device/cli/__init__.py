@@ -3,7 +3,7 @@
 One module per subcommand group: `join` (join, echo), `server` (server, token,
 token-server), `gateway`, `sim` (the simulated ESP32, from the host tools),
 `board` (install, provision, monitor), `flash` and `doctor`: the board tools,
-from host_tools.board.
+from host_tools.board; `deploy` (the robot onto a Pi as a service, from host_tools.deploy).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import signal
 import sys
 
 from .. import __version__
-from . import board, doctor, flash, gateway, join, server, sim
+from . import board, deploy, doctor, flash, gateway, join, server, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     flash.add_parsers(sub)
     doctor.add_parsers(sub)
     board.add_parsers(sub)
+    deploy.add_parsers(sub)
     return p
 
 
