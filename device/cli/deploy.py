@@ -41,7 +41,8 @@ def _run(args) -> int:
                 raise DeployError("no token source: set $LKDEVICE_TOKEN, or give --token-file PATH_ON_PI "
                                   "or --token-url URL (with the device key in $LKD_DEVICE_KEY)")
             text = render_config(url=args.url, token=token, token_file=args.token_file, token_url=args.token_url,
-                                 device_key=os.environ.get("LKD_DEVICE_KEY") or None, camera=args.camera,
+                                 device_id=args.device_id, device_key=os.environ.get("LKD_DEVICE_KEY") or None,
+                                 camera=args.camera,
                                  audio=args.audio, plugins=args.plugin)
             source = "the config from the command line"
         return asyncio.run(deploy(opts, text, source, say))
@@ -68,6 +69,7 @@ def add_parsers(sub) -> None:
     d.add_argument("--token-file", metavar="PATH_ON_PI", help="without --config: a token file on the Pi")
     d.add_argument("--token-url", metavar="URL", help="without --config: a token server (device key in "
                    "$LKD_DEVICE_KEY); a static token comes from $LKDEVICE_TOKEN, never the command line")
+    d.add_argument("--device-id", help="without --config: the device id the token server knows (hex)")
     d.add_argument("--camera", default="test", help="without --config: test|picamera2|v4l2:/dev/videoN|none")
     d.add_argument("--audio", default="sounddevice", help="without --config: sounddevice|wav|none")
     d.add_argument("--plugin", action="append", help="without --config: a plugin (sim, module:object); repeatable")

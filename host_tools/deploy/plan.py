@@ -222,46 +222,45 @@ def pip_install(layout: Layout, wheel_name: str, *, offline: bool, extra_index: 
             pip + ["--no-index", "--no-deps", "--force-reinstall", wheel]]
 
 
-CONFIG_KEYS = ("server", "token", "audio", "camera", "plugins")
-SECRET_KEYS = ("token", "device_key", "api_secret", "secret")
+def check_config(text: str, source: str) -> None:
+    """Check a robot config before it is sent: a broken file is caught here, not in the Pi's journal.
 
-
-def check_config(text: str, source: str) -> dict:
-    """Parse a robot config (TOML) before it is sent: a broken file is caught here, not in the Pi's journal."""
+    With the robot app in this checkout, its own parser (lkdevice.robot.config) judges the file;
+    without it, TOML and a [server] url are all we can check.
+    """
+    try:
+        from ...robot.config import ConfigError, parse
+    except ImportError:
+        parse = None
+    if parse is not None:
+        try:
+            parse(text, source)
+        except ConfigError as exc:
+            raise DeployError(str(exc)) from None
+        return
     if tomllib is None:
-        return {}
+        return
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DeployError(f"{source}: not valid TOML: {exc}") from None
-    unknown = [k for k in data if k not in CONFIG_KEYS]
-    if unknown:
-        raise DeployError(f"{source}: unknown section {unknown[0]!r} (a robot config has {', '.join(CONFIG_KEYS)})")
     if not isinstance(data.get("server"), dict) or not data["server"].get("url"):
         raise DeployError(f"{source}: no [server] url (the LiveKit server the robot joins)")
-    token = data.get("token", {})
-    if not isinstance(token, dict) or not any(token.get(k) for k in ("token", "file", "url")):
-        raise DeployError(f"{source}: no [token] (one of: token = \"...\", file = \"/path\", url = \"https://...\")")
-    return data
 
 
 def render_config(*, url: str, token: str | None = None, token_file: str | None = None,
-                  token_url: str | None = None, device_key: str | None = None, camera: str = "test",
-                  audio: str = "sounddevice", plugins: list[str] | None = None) -> str:
-    """A starter config for `deploy` without --config; `lkdevice robot --config` reads the same keys."""
+                  token_url: str | None = None, device_id: str | None = None, device_key: str | None = None,
+                  camera: str = "test", audio: str = "sounddevice", plugins: list[str] | None = None) -> str:
+    """A starter config for `deploy` without --config, in the keys `lkdevice robot --config` reads."""
     def q(s: str) -> str:
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     lines = ["# lkdevice robot config (written by `lkdevice deploy`; mode 0600: it may hold a token)",
-             "[server]", f"url = {q(url)}", "", "[token]"]
-    if token:
-        lines.append(f"token = {q(token)}")
-    if token_file:
-        lines.append(f"file = {q(token_file)}")
-    if token_url:
-        lines.append(f"url = {q(token_url)}")
-        if device_key:
-            lines.append(f"device_key = {q(device_key)}")
+             "[server]", f"url = {q(url)}"]
+    for key, value in (("token", token), ("token_file", token_file), ("token_url", token_url),
+                       ("device_id", device_id), ("device_key", device_key)):
+        if value:
+            lines.append(f"{key} = {q(value)}")
     lines += ["", "[audio]", f"backend = {q(audio)}", "", "[camera]", f"source = {q(camera)}", "codec = \"auto\"",
               "", "[plugins]", "load = [" + ", ".join(q(p) for p in (plugins or ["sim"])) + "]", ""]
     return "\n".join(lines)

@@ -151,6 +151,8 @@ async def test_user_mistakes_are_one_line_each(pi):
         # this "Pi" is an x86_64 PC: deploy says so before it changes anything
         ([TARGET, "--config", str(write_config(pi.root / "c.toml", "ws://x", "t")), *pi.base],
          "not a Raspberry Pi (armv7l or aarch64)"),
+        # caught here, before anything is sent
+        ([TARGET, "--config", str(write_text(pi.root / "bad.toml", "[server\n")), *pi.base], "not valid TOML"),
     ]
     results = await asyncio.gather(*(lkdevice("deploy", *args, timeout=60) for args, _ in cases))
     for (args, expected), (code, out, err) in zip(cases, results):
@@ -160,8 +162,13 @@ async def test_user_mistakes_are_one_line_each(pi):
     assert not (pi.home / "lkdevice-robot").exists()
 
 
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
 def write_config(path: Path, url: str, tok: str) -> Path:
-    path.write_text(f'[server]\nurl = "{url}"\n\n[token]\ntoken = "{tok}"\n\n[audio]\nbackend = "none"\n\n'
+    path.write_text(f'[server]\nurl = "{url}"\ntoken = "{tok}"\n\n[audio]\nbackend = "none"\n\n'
                     f'[camera]\nsource = "none"\n\n[plugins]\nload = ["sim"]\n')
     return path
 
