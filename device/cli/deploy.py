@@ -22,7 +22,8 @@ def _run(args) -> int:
     try:
         opts = Options(target=Target.parse(args.target), identity=args.identity, known_hosts=args.known_hosts,
                        python=args.python, offline=args.offline, extra_index=args.extra_index_url or [],
-                       any_arch=args.any_arch, log_lines=args.lines, wheel=args.wheel)
+                       any_arch=args.any_arch, log_lines=args.lines, wheel=args.wheel,
+                       watchdog_s=args.watchdog)
         action = next((a for a in ACTIONS if getattr(args, a)), None)
         if action:
             return asyncio.run(manage(opts, action, say))
@@ -82,5 +83,7 @@ def add_parsers(sub) -> None:
                    help="an extra pip index on the Pi (piwheels on armv7; Pi OS's /etc/pip.conf names it)")
     d.add_argument("--any-arch", action="store_true", help="deploy to a machine that is not armv7l/aarch64")
     d.add_argument("--wheel", metavar="FILE", help="install this wheel instead of building one from the checkout")
+    d.add_argument("--watchdog", type=int, default=30, metavar="SECONDS",
+                   help="the unit's WatchdogSec: systemd restarts a robot that stops pinging (default 30)")
     d.add_argument("--lines", type=int, default=20, help="log lines to show (default 20)")
     d.set_defaults(run=_run)

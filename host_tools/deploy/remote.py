@@ -38,6 +38,7 @@ class Options:
     any_arch: bool = False
     log_lines: int = 20
     wheel: str | None = None
+    watchdog_s: int = 30
 
 
 def _import_asyncssh():
@@ -188,7 +189,7 @@ async def deploy(opts: Options, config_text: str, config_source: str, say: Say) 
 
         await remote.write(layout.config, config_text.encode(), mode=0o600)
         say(f"config {layout.config} (mode 0600; its secrets not shown)")
-        unit = render_unit(layout, probe.user)
+        unit = render_unit(layout, probe.user, watchdog_s=opts.watchdog_s)
         await remote.write(layout.unit, unit.encode(), mode=0o644, sudo=True)
         say(f"unit {layout.unit}")
         code, out, err = await remote.run("command -v systemd-analyze >/dev/null && "

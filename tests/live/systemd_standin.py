@@ -143,7 +143,9 @@ def supervise(unit: Unit, state: State) -> int:
             for line in msg.splitlines():
                 key, _, value = line.partition("=")
                 if key == "READY" and value == "1" and not active:
+                    # as systemd (service_enter_start_post): the watchdog runs from READY=1 on
                     active = True
+                    last_ping = time.monotonic()
                     state.write(state="active", since=time.time())
                     state.log("systemd[1]", f"Started {unit.name} - {desc}.")
                 elif key == "WATCHDOG" and value == "1":

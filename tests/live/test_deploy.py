@@ -177,8 +177,9 @@ def write_config(path: Path, url: str, tok: str) -> Path:
 async def test_deploy_runs_the_robot_as_a_service_until_uninstalled(pi, server, room_name, peers):
     secret = token("robot", room_name)
     config = write_config(pi.root / "robot.toml", server.url, secret)
+    # a short watchdog, so the test sees the robot outlive a few of its periods
     code, out, err = await lkdevice("deploy", TARGET, "--config", str(config), *pi.base, "--any-arch", "--offline",
-                                    "--python", sys.executable)
+                                    "--python", sys.executable, "--watchdog", "2")
     assert secret not in out + err
     assert "Traceback" not in out + err
 
@@ -192,7 +193,7 @@ async def test_deploy_runs_the_robot_as_a_service_until_uninstalled(pi, server, 
                            capture_output=True, text=True, check=True).stdout.strip()
     assert where.startswith(str(root / "venv")), where  # the wheel, not this checkout
     text = unit.read_text()
-    for line in ("Type=notify", "Restart=always", "WatchdogSec=30", "User=pi",
+    for line in ("Type=notify", "Restart=always", "WatchdogSec=2", "User=pi",
                  f"ExecStart={root}/venv/bin/lkdevice robot --config {cfg}"):
         assert line in text.splitlines(), line
     assert (pi.units / "multi-user.target.wants" / SERVICE).is_symlink()  # enabled: starts at boot
@@ -216,6 +217,11 @@ async def test_deploy_runs_the_robot_as_a_service_until_uninstalled(pi, server, 
         peer = await peers("agent", server.url, room_name)
         if "robot" not in {p.identity for p in peer.room.remote_participants.values()}:
             await peer.expect("participant_connected", lambda p: p.identity == "robot", timeout=10)
+        # the robot pings systemd's watchdog: three periods on, it is the same process, still in the room
+        await asyncio.sleep(6)
+        assert pi.standin_state()["starts"] == 1 and pi.standin_state()["state"] == "active"
+        assert "robot" in {p.identity for p in peer.room.remote_participants.values()}
+        assert not peer.saw("participant_disconnected")
         code, out, _ = await lkdevice("deploy", TARGET, "--status", *pi.base)
         assert code == 0 and "Active: active (running)" in out, out
 
