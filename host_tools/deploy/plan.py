@@ -109,6 +109,12 @@ def check(probe: Probe, target: Target, python: str, *, any_arch: bool = False) 
             raise DeployError(f"{target.host} is {probe.arch}, not a Raspberry Pi (armv7l or aarch64); "
                               "--any-arch deploys to it anyway")
         warnings.append(f"{target.host} is {probe.arch}, not a Pi: deploying anyway (--any-arch)")
+    if not probe.has_systemctl:
+        raise DeployError(f"no systemctl on {target.host}: the robot runs as a systemd service "
+                          "(Raspberry Pi OS has systemd)")
+    if probe.sudo == "0":
+        raise DeployError(f"{probe.user} cannot sudo without a password on {target.host}: the unit goes in "
+                          f"{UNIT_PATH} (Raspberry Pi OS's first user can; or deploy as root)")
     if not probe.python:
         raise DeployError(f"no {python} on {target.host}: lkdevice needs Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+ "
                           "(Raspberry Pi OS Bookworm or later has it)")
@@ -119,12 +125,6 @@ def check(probe: Probe, target: Target, python: str, *, any_arch: bool = False) 
     if not probe.has_venv:
         raise DeployError(f"{python} on {target.host} cannot make a venv: install it with "
                           "sudo apt install python3-venv")
-    if not probe.has_systemctl:
-        raise DeployError(f"no systemctl on {target.host}: the robot runs as a systemd service "
-                          "(Raspberry Pi OS has systemd)")
-    if probe.sudo == "0":
-        raise DeployError(f"{probe.user} cannot sudo without a password on {target.host}: the unit goes in "
-                          f"{UNIT_PATH} (Raspberry Pi OS's first user can; or deploy as root)")
     if probe.os in ("raspbian", "debian") and probe.os_version.isdigit() and int(probe.os_version) < 12:
         warnings.append(f"{target.host} runs {probe.os} {probe.os_version} ({probe.codename}): "
                         "Bookworm (12) or later is what lkdevice is tested on")

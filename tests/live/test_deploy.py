@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,8 +58,16 @@ class FakePi:
         shutil.copy(f"{self.user_key}.pub", self.home / ".ssh" / "authorized_keys")
         host_pub = (self.root / "host_key.pub").read_text().split()[:2]
         self.known_hosts.write_text(f"[{HOST}]:{PORT} {' '.join(host_pub)}\n")
-        (self.root / "passwd").write_text(Path("/etc/passwd").read_text() + f"pi:x:0:0:pi:{self.home}:/bin/bash\n")
-        (self.root / "shadow").write_text(Path("/etc/shadow").read_text() + "pi:*:19000:0:99999:7:::\n")
+        # and `robo`, an account with no sudo (its uid is no one's on this machine); sshd reads its keys
+        # as robo, so they sit in a folder robo can read
+        self.robo = Path(tempfile.mkdtemp(prefix="lkd-robo-"))
+        self.robo.chmod(0o755)
+        shutil.copy(f"{self.user_key}.pub", self.robo / "authorized_keys")
+        (self.robo / "authorized_keys").chmod(0o644)
+        (self.root / "passwd").write_text(Path("/etc/passwd").read_text() + f"pi:x:0:0:pi:{self.home}:/bin/bash\n"
+                                          f"robo:x:64999:64999:robo:{self.robo}:/bin/sh\n")
+        (self.root / "shadow").write_text(Path("/etc/shadow").read_text() + "pi:*:19000:0:99999:7:::\n"
+                                          "robo:*:19000:0:99999:7:::\n")
         for tool in ("systemctl", "journalctl"):
             path = self.root / "bin" / tool
             path.write_text(f"#!/bin/sh\nexec {sys.executable} {STANDIN} --state {self.state} "
@@ -69,7 +78,7 @@ Port {PORT}
 ListenAddress {HOST}
 HostKey {self.root / 'host_key'}
 PidFile {self.root / 'sshd.pid'}
-AuthorizedKeysFile {self.home / '.ssh' / 'authorized_keys'}
+AuthorizedKeysFile {self.home / '.ssh' / 'authorized_keys'} {self.robo / 'authorized_keys'}
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -107,6 +116,7 @@ Subsystem sftp internal-sftp
             self.proc.terminate()
             self.proc.wait(5)
             self.log.close()
+        shutil.rmtree(self.robo, ignore_errors=True)
 
     def standin_state(self) -> dict:
         try:
@@ -152,6 +162,8 @@ async def test_user_mistakes_are_one_line_each(pi):
         # this "Pi" is an x86_64 PC: deploy says so before it changes anything
         ([TARGET, "--config", str(write_config(pi.root / "c.toml", "ws://x", "t")), *pi.base],
          "not a Raspberry Pi (armv7l or aarch64)"),
+        ([f"robo@{HOST}:{PORT}", "--config", str(pi.root / "c.toml"), "--any-arch", *pi.base],
+         "robo cannot sudo without a password"),
         # caught here, before anything is sent
         ([TARGET, "--config", str(write_text(pi.root / "bad.toml", "[server\n")), *pi.base], "not valid TOML"),
     ]
