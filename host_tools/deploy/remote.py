@@ -178,8 +178,7 @@ async def deploy(opts: Options, config_text: str, config_source: str, say: Say) 
             await remote.write(f"{layout.wheels}/{name}", Path(wheel).read_bytes(), mode=0o644)
 
         # a venv that sees the system's packages: Pi OS's picamera2 (and, offline, apt's numpy, av...)
-        await remote.run(f"test -x {sh([layout.venv + '/bin/python'])} || "
-                         f"{sh([opts.python, '-m', 'venv', '--system-site-packages', layout.venv])}")
+        await remote.run(venv_command(opts.python, layout.venv))
         say(f"installing into {layout.venv}" + (" (offline: --no-index, the Pi's own packages)"
                                                  if opts.offline else ""))
         for cmd in pip_install(layout, name, offline=opts.offline, extra_index=opts.extra_index):
@@ -209,6 +208,18 @@ async def deploy(opts: Options, config_text: str, config_source: str, say: Say) 
                               "(fix the config, then deploy again)")
         say(f"{svc} is running; it starts at every boot (lkdevice deploy {opts.target} --status|--logs|--stop)")
     return 0
+
+
+# which interpreter a venv runs on: a venv from another Python (--python changed, Pi OS moved to
+# a new Python) is made again rather than reused
+_BASE = "import sys; print(sys.base_prefix, sys.version_info[:2])"
+
+
+def venv_command(python: str, venv: str) -> str:
+    vpy = f"{venv}/bin/python"
+    return (f"want=$({sh([python, '-c', _BASE])}) && have=$({sh([vpy, '-c', _BASE])} 2>/dev/null); "
+            f"[ \"$want\" = \"$have\" ] || {{ rm -rf {sh([venv])} && "
+            f"{sh([python, '-m', 'venv', '--system-site-packages', venv])}; }}")
 
 
 def _pip_failure(text: str, offline: bool) -> str:

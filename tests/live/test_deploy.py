@@ -189,6 +189,12 @@ def write_config(path: Path, url: str, tok: str) -> Path:
 async def test_deploy_runs_the_robot_as_a_service_until_uninstalled(pi, server, room_name, peers):
     secret = token("robot", room_name)
     config = write_config(pi.root / "robot.toml", server.url, secret)
+    # Debian's own Python has none of lkdevice's dependencies: offline, deploy names one and stops
+    code, out, err = await lkdevice("deploy", TARGET, "--config", str(config), *pi.base, "--any-arch", "--offline",
+                                    "--python", "/usr/bin/python3")
+    assert code == 2 and err.startswith("error: offline install: the Pi has no ") and err.count("\n") == 1, err
+    assert "in its system packages" in err and not (pi.units / SERVICE).exists()
+
     # a short watchdog, so the test sees the robot outlive a few of its periods
     code, out, err = await lkdevice("deploy", TARGET, "--config", str(config), *pi.base, "--any-arch", "--offline",
                                     "--python", sys.executable, "--watchdog", "2")
