@@ -7,7 +7,8 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)          # the test network namespace
 command -v unshare >/dev/null || need+=(util-linux)
 command -v nft >/dev/null || need+=(nftables)         # lossy-network tests drop packets in the namespace
-[[ -x /usr/sbin/sshd ]] || need+=(openssh-server)     # tests/live/test_deploy.py: the Pi's sshd, in the namespace
+[[ -x /usr/sbin/sshd ]] || need+=(openssh-server)     # tests/live/test_deploy.py: the Pi's sshd, in the namespace,
+command -v sudo >/dev/null || need+=(sudo)            # and its user's passwordless sudo (as Pi OS's first user)
 # opuslib (playout's Opus decoder) loads the system libopus; without it playout falls back to PyAV
 { ldconfig -p 2>/dev/null || true; } | grep 'libopus\.so\.0' >/dev/null || need+=(libopus0)
 ((${#need[@]})) || exit 0

@@ -113,7 +113,9 @@ class Remote:
         """Write atomically (temp file then rename), created with `mode` (never wider first)."""
         d = os.path.dirname(path)
         umask = 0o777 & ~mode
-        cmd = (f"umask {umask:03o} && mkdir -p {sh([d])} && cat > {sh([path + '.new'])} && "
+        # folders keep their x bits (a file's umask would take them); a secret's folder is the user's only
+        dir_umask = 0o077 if not mode & 0o077 else 0o022
+        cmd = (f"(umask {dir_umask:03o} && mkdir -p {sh([d])}) && umask {umask:03o} && cat > {sh([path + '.new'])} && "
                f"chmod {mode:o} {sh([path + '.new'])} && mv -f {sh([path + '.new'])} {sh([path])}")
         await self.run(cmd, input=data, sudo=sudo)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import grp
 import json
 import os
 import pwd
@@ -105,15 +106,20 @@ def supervise(unit: Unit, state: State) -> int:
         state.notify.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(state.notify))
+    os.chmod(state.notify, 0o666)  # as /run/systemd/notify: a service running as its User= may send
     sock.settimeout(0.1)
     watchdog = unit.sec("WatchdogSec", 0)
     user = unit.service.get("User")
     desc = unit.unit.get("Description", unit.name)
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
            "NOTIFY_SOCKET": str(state.notify)}
+    ids: dict = {}
     if user:
         pw = pwd.getpwnam(user)
         env.update(HOME=pw.pw_dir, USER=user, LOGNAME=user, SHELL=pw.pw_shell)
+        if os.getuid() == 0:
+            ids = {"user": pw.pw_uid, "group": pw.pw_gid,
+                   "extra_groups": [g.gr_gid for g in grp.getgrall() if user in g.gr_mem]}
     for item in shlex.split(unit.service.get("Environment", "")):
         k, _, v = item.partition("=")
         env[k] = v
@@ -126,7 +132,7 @@ def supervise(unit: Unit, state: State) -> int:
         starts += 1
         state.log("systemd[1]", f"Starting {unit.name} - {desc}...")
         child = subprocess.Popen(unit.argv, env=env, cwd=unit.service.get("WorkingDirectory") or "/",
-                                 user=user if user and os.getuid() == 0 else None, stdin=subprocess.DEVNULL,
+                                 **ids, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         proc[:] = [child]
         name = os.path.basename(unit.argv[0])

@@ -1,10 +1,10 @@
 """`lkdevice deploy` to a real OpenSSH server standing in for the Pi, inside the test namespace.
 
 The "Pi" is this machine seen through sshd on 10.77.0.2, started by the test in
-its own mount namespace: a user `pi` (root's uid, so nothing is added to the
-machine's accounts) whose home is a temporary folder, a host key and a user key
-made here, /etc/systemd/system a temporary folder, and, as no systemd runs
-here, `systemctl` and `journalctl` replaced by the stand-in
+its own mount namespace: a user `pi` with passwordless sudo and a user `robo`
+without (accounts that exist only in that namespace: nothing is added to the
+machine's), homes in temporary folders, a host key and a user key made here,
+/etc/systemd/system a temporary folder, and, as no systemd runs here, `systemctl` and `journalctl` replaced by the stand-in
 (tests/live/systemd_standin.py) that runs the unit deploy wrote, Type=notify
 and all. The unit file is checked with the real `systemd-analyze verify`.
 """
@@ -28,8 +28,8 @@ from livekit import rtc
 
 from .conftest import token
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"),
-                                reason="no sshd: host_tools/system_deps.sh installs openssh-server")
+pytestmark = pytest.mark.skipif(not (os.path.exists("/usr/sbin/sshd") and shutil.which("sudo")),
+                                reason="no sshd or sudo: host_tools/system_deps.sh installs them")
 
 HOST = "10.77.0.2"
 PORT = 2222
@@ -38,36 +38,53 @@ SERVICE = "lkdevice-robot.service"
 HAS_ROBOT = importlib.util.find_spec("lkdevice.cli.robot") is not None
 
 
+PI_UID, ROBO_UID = 64998, 64999  # no one's on this machine: the accounts exist only in sshd's mount namespace
+
+
 class FakePi:
+    """sshd on 10.77.0.2 in a mount namespace that plays a Pi OS user's view of this machine."""
+
     def __init__(self, root: Path):
-        self.root = root
-        self.home = root / "home" / "pi"
+        self.root = root  # the test's own files (root's, 0700)
         self.units = root / "etc-systemd-system"
-        self.state = root / "standin"
         self.user_key = root / "id_ed25519"
         self.known_hosts = root / "known_hosts"
         self.proc: subprocess.Popen | None = None
+        self.shared: list[Path] = []
+
+    def _shared_dir(self, prefix: str, uid: int = 0) -> Path:
+        # what the Pi's users must reach lives outside root's 0700 pytest folder
+        d = Path(tempfile.mkdtemp(prefix=prefix))
+        d.chmod(0o755)
+        os.chown(d, uid, uid)
+        self.shared.append(d)
+        return d
 
     def start(self) -> "FakePi":
-        for d in (self.home / ".ssh", self.units, self.state, self.root / "bin"):
+        for d in (self.units, self.root / "bin", self.root / "sudoers.d"):
             d.mkdir(parents=True)
+        self.home = self._shared_dir("lkd-pi-", PI_UID)  # `pi`: passwordless sudo, as Pi OS's first user
+        self.robo = self._shared_dir("lkd-robo-", ROBO_UID)  # `robo`: no sudo
+        self.state = self._shared_dir("lkd-standin-")  # the stand-in's notify sockets and journal
         keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", ""]
         subprocess.run(keygen + ["-f", str(self.root / "host_key")], check=True)
         subprocess.run(keygen + ["-f", str(self.user_key)], check=True)
         subprocess.run(keygen + ["-f", str(self.root / "stranger_key")], check=True)
-        shutil.copy(f"{self.user_key}.pub", self.home / ".ssh" / "authorized_keys")
+        for home, uid in ((self.home, PI_UID), (self.robo, ROBO_UID)):
+            (home / ".ssh").mkdir(mode=0o700)
+            shutil.copy(f"{self.user_key}.pub", home / ".ssh" / "authorized_keys")
+            for f in (home / ".ssh", home / ".ssh" / "authorized_keys"):
+                os.chown(f, uid, uid)
         host_pub = (self.root / "host_key.pub").read_text().split()[:2]
         self.known_hosts.write_text(f"[{HOST}]:{PORT} {' '.join(host_pub)}\n")
-        # and `robo`, an account with no sudo (its uid is no one's on this machine); sshd reads its keys
-        # as robo, so they sit in a folder robo can read
-        self.robo = Path(tempfile.mkdtemp(prefix="lkd-robo-"))
-        self.robo.chmod(0o755)
-        shutil.copy(f"{self.user_key}.pub", self.robo / "authorized_keys")
-        (self.robo / "authorized_keys").chmod(0o644)
-        (self.root / "passwd").write_text(Path("/etc/passwd").read_text() + f"pi:x:0:0:pi:{self.home}:/bin/bash\n"
-                                          f"robo:x:64999:64999:robo:{self.robo}:/bin/sh\n")
+        (self.root / "passwd").write_text(Path("/etc/passwd").read_text() +
+                                          f"pi:x:{PI_UID}:{PI_UID}:pi:{self.home}:/bin/bash\n"
+                                          f"robo:x:{ROBO_UID}:{ROBO_UID}:robo:{self.robo}:/bin/sh\n")
+        (self.root / "group").write_text(Path("/etc/group").read_text() + f"pi:x:{PI_UID}:\nrobo:x:{ROBO_UID}:\n")
         (self.root / "shadow").write_text(Path("/etc/shadow").read_text() + "pi:*:19000:0:99999:7:::\n"
                                           "robo:*:19000:0:99999:7:::\n")
+        (self.root / "sudoers.d" / "lkd-pi").write_text("pi ALL=(ALL) NOPASSWD: ALL\n")
+        (self.root / "sudoers.d" / "lkd-pi").chmod(0o440)
         for tool in ("systemctl", "journalctl"):
             path = self.root / "bin" / tool
             path.write_text(f"#!/bin/sh\nexec {sys.executable} {STANDIN} --state {self.state} "
@@ -78,21 +95,27 @@ Port {PORT}
 ListenAddress {HOST}
 HostKey {self.root / 'host_key'}
 PidFile {self.root / 'sshd.pid'}
-AuthorizedKeysFile {self.home / '.ssh' / 'authorized_keys'} {self.robo / 'authorized_keys'}
-PermitRootLogin prohibit-password
+PermitRootLogin no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
-StrictModes no
 Subsystem sftp internal-sftp
 """)
-        binds = [(self.root / "passwd", "/etc/passwd"), (self.root / "shadow", "/etc/shadow"),
+        binds = [(self.root / "passwd", "/etc/passwd"), (self.root / "group", "/etc/group"),
+                 (self.root / "shadow", "/etc/shadow"), (self.root / "sudoers.d", "/etc/sudoers.d"),
                  (self.units, "/etc/systemd/system"), (self.root / "bin" / "systemctl", "/usr/bin/systemctl"),
                  (self.root / "bin" / "journalctl", "/usr/bin/journalctl")]
-        script = "set -e; mount -t tmpfs lkd-run /run; mkdir -p /run/sshd; " + "; ".join(
-            f"mount --bind {src} {dst}" for src, dst in binds) + f"; exec /usr/sbin/sshd -D -e -f {self.root}/sshd_config"
+        script = ["set -e", "mount -t tmpfs lkd-run /run", "mkdir -p /run/sshd"]
+        script += [f"mount --bind {src} {dst}" for src, dst in binds]
+        # this machine's Python may live in /root (pyenv), which only root may enter: the Pi's users
+        # see it at the same path through a /root that anyone may cross
+        top = Path(sys.base_prefix).parts[:3]
+        if top[:2] == ("/", "root"):
+            script += [f"mount --bind /root/{top[2]} /srv", "mount -t tmpfs -o mode=755 lkd-root /root",
+                       f"mkdir /root/{top[2]}", f"mount --bind /srv /root/{top[2]}"]
+        script.append(f"exec /usr/sbin/sshd -D -e -f {self.root}/sshd_config")
         self.log = open(self.root / "sshd.log", "wb")
-        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", "; ".join(script)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -116,7 +139,8 @@ Subsystem sftp internal-sftp
             self.proc.terminate()
             self.proc.wait(5)
             self.log.close()
-        shutil.rmtree(self.robo, ignore_errors=True)
+        for d in self.shared:
+            shutil.rmtree(d, ignore_errors=True)
 
     def standin_state(self) -> dict:
         try:
@@ -206,6 +230,9 @@ async def test_deploy_runs_the_robot_as_a_service_until_uninstalled(pi, server, 
     unit = pi.units / SERVICE
     cfg = pi.home / ".config" / "lkdevice" / "robot.toml"
     assert cfg.read_text() == config.read_text() and cfg.stat().st_mode & 0o777 == 0o600
+    assert cfg.stat().st_uid == PI_UID and (root / "venv").stat().st_uid == PI_UID
+    assert unit.stat().st_uid == 0  # through sudo
+    assert cfg.parent.stat().st_mode & 0o077 == 0  # the secret's folder is pi's only
     assert "include-system-site-packages = true" in (root / "venv" / "pyvenv.cfg").read_text()
     where = subprocess.run([str(root / "venv" / "bin" / "python"), "-c", "import lkdevice; print(lkdevice.__file__)"],
                            capture_output=True, text=True, check=True).stdout.strip()
