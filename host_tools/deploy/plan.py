@@ -32,9 +32,11 @@ if command -v {python} >/dev/null 2>&1; then
   echo "python=$({python} -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)"
   echo "venv=$({python} -c 'import venv, ensurepip; print(1)' 2>/dev/null || echo 0)"
   echo "picamera2=$({python} -c 'import picamera2; print(1)' 2>/dev/null || echo 0)"
+  echo "sounddevice=$({python} -c 'import sounddevice; print(1)' 2>/dev/null || echo 0)"
 else
   echo "python="
 fi
+echo "portaudio=$( (ldconfig -p 2>/dev/null || /sbin/ldconfig -p) | grep -q 'libportaudio\.so\.2' && echo 1 || echo 0)"
 echo "systemctl=$(command -v systemctl >/dev/null 2>&1 && echo 1 || echo 0)"
 echo "sudo=$( [ "$(id -u)" = 0 ] && echo root || (sudo -n true >/dev/null 2>&1 && echo 1 || echo 0))"
 echo "pip_extra_index=$(grep -hs -E '^\s*extra-index-url' /etc/pip.conf ~/.config/pip/pip.conf ~/.pip/pip.conf | head -1 | sed 's/.*=\s*//')"
@@ -83,6 +85,8 @@ class Probe:
     os_version: str = ""
     codename: str = ""
     pip_extra_index: str = ""
+    has_sounddevice: bool = False
+    has_portaudio: bool = True
 
     @classmethod
     def parse(cls, text: str) -> "Probe":
@@ -91,7 +95,8 @@ class Probe:
                    home=kv.get("home", ""), python=kv.get("python", ""), has_venv=kv.get("venv") == "1",
                    has_picamera2=kv.get("picamera2") == "1", has_systemctl=kv.get("systemctl") == "1",
                    sudo=kv.get("sudo", "0"), os=kv.get("os", ""), os_version=kv.get("os_version", ""),
-                   codename=kv.get("codename", ""), pip_extra_index=kv.get("pip_extra_index", ""))
+                   codename=kv.get("codename", ""), pip_extra_index=kv.get("pip_extra_index", ""),
+                   has_sounddevice=kv.get("sounddevice") == "1", has_portaudio=kv.get("portaudio") != "0")
 
     @property
     def root(self) -> bool:
@@ -132,6 +137,33 @@ def check(probe: Probe, target: Target, python: str, *, any_arch: bool = False) 
         warnings.append("armv7 with no extra pip index: av, numpy, aiortc's cryptography and opuslib's "
                         f"deps have few armv7 wheels on PyPI; add --extra-index-url {PIWHEELS} (or --offline)")
     return warnings
+
+
+def check_devices(probe: Probe, config: dict, *, offline: bool) -> list[str]:
+    """Warnings for what the config asks of the Pi's hardware libraries (the robot would stop at start)."""
+    warnings = []
+    camera = str((config.get("camera") or {}).get("source", ""))
+    if camera == "picamera2" and not probe.has_picamera2:
+        warnings.append("the config's camera is picamera2, which the Pi's Python lacks: "
+                        "sudo apt install python3-picamera2")
+    audio = str((config.get("audio") or {}).get("backend", "sounddevice"))
+    if audio == "sounddevice":
+        if not probe.has_portaudio:
+            warnings.append("the config's audio is sounddevice, and the Pi has no libportaudio2: "
+                            "sudo apt install libportaudio2")
+        if offline and not probe.has_sounddevice:
+            warnings.append("offline, sounddevice is not installed (the Pi has none): "
+                            "sudo apt install python3-sounddevice, or deploy without --offline")
+    return warnings
+
+
+def config_tables(text: str) -> dict:
+    if tomllib is None:
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return {}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .plan import (PROBE, DeployError, Layout, Probe, Target, check, check_config, pip_install, render_unit, sh)
+from .plan import (PROBE, DeployError, Layout, Probe, Target, check, check_config, check_devices, config_tables,
+                   pip_install, render_unit, sh)
 
 CONNECT_TIMEOUT = 15.0
 COMMAND_TIMEOUT = 900.0  # pip on a Pi 3 building nothing still takes minutes
@@ -168,7 +169,8 @@ async def deploy(opts: Options, config_text: str, config_source: str, say: Say) 
     async with conn:
         remote = Remote(conn)
         probe = await _probe(remote, opts)
-        for w in check(probe, opts.target, opts.python, any_arch=opts.any_arch):
+        for w in check(probe, opts.target, opts.python, any_arch=opts.any_arch) + \
+                check_devices(probe, config_tables(config_text), offline=opts.offline):
             say(f"warning: {w}")
         layout = Layout(probe.home)
         say(f"{opts.target}: {probe.os or 'linux'} {probe.os_version} {probe.arch}, Python {probe.python}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lkdevice.host_tools.deploy.plan import DeployError, Layout, Probe, Target, check, pip_install, render_unit
+from lkdevice.host_tools.deploy.plan import (DeployError, Layout, Probe, Target, check, check_devices, pip_install,
+                                             render_unit)
 
 PI = Target("pi", "robot.local")
 
@@ -73,3 +74,13 @@ def test_the_unit_quotes_a_home_with_a_space():
     unit = render_unit(Layout("/home/my pi"), "my pi")
     assert 'ExecStart="/home/my pi/lkdevice-robot/venv/bin/lkdevice" robot --config ' \
            '"/home/my pi/.config/lkdevice/robot.toml"' in unit
+
+
+def test_what_the_config_asks_of_the_pi_is_warned_about():
+    cfg = {"camera": {"source": "picamera2"}, "audio": {"backend": "sounddevice"}}
+    assert check_devices(probe(), cfg, offline=False) == []
+    warned = check_devices(probe(has_picamera2=False, has_portaudio=False), cfg, offline=True)
+    assert [w.split(": ")[-1] for w in warned] == ["sudo apt install python3-picamera2", "sudo apt install libportaudio2",
+                                                    "sudo apt install python3-sounddevice, or deploy without --offline"]
+    assert check_devices(probe(has_picamera2=False, has_portaudio=False),
+                         {"camera": {"source": "none"}, "audio": {"backend": "none"}}, offline=True) == []
