@@ -39,7 +39,8 @@ fi
 echo "portaudio=$( (ldconfig -p 2>/dev/null || /sbin/ldconfig -p) | grep -q 'libportaudio\.so\.2' && echo 1 || echo 0)"
 echo "systemctl=$(command -v systemctl >/dev/null 2>&1 && echo 1 || echo 0)"
 echo "sudo=$( [ "$(id -u)" = 0 ] && echo root || (sudo -n true >/dev/null 2>&1 && echo 1 || echo 0))"
-echo "pip_extra_index=$(grep -hs -E '^\s*extra-index-url' /etc/pip.conf ~/.config/pip/pip.conf ~/.pip/pip.conf | head -1 | sed 's/.*=\s*//')"
+echo "pip_extra_index=$(grep -hs -E '^\s*extra-index-url' /etc/pip.conf ~/.config/pip/pip.conf ~/.pip/pip.conf \
+  | head -1 | sed 's/.*=\s*//')"
 """
 
 

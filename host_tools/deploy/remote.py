@@ -100,9 +100,11 @@ class Remote:
 
     async def run(self, cmd: str, *, input: bytes | None = None, check_: bool = True, sudo: bool = False,
                   timeout: float = COMMAND_TIMEOUT) -> tuple[int, str, str]:
+        # POSIX sh whatever the user's login shell (fish, zsh...)
+        run = "sh -c " + sh([cmd])
         if sudo and self.probe is not None and not self.probe.root:
-            cmd = "sudo -n sh -c " + sh([cmd])
-        r = await self.conn.run(cmd, input=input, encoding=None, timeout=timeout)
+            run = "sudo -n " + run
+        r = await self.conn.run(run, input=input, encoding=None, timeout=timeout)
         out = (r.stdout or b"").decode(errors="replace")
         err = (r.stderr or b"").decode(errors="replace")
         code = r.exit_status if r.exit_status is not None else 255

@@ -4,7 +4,8 @@ The "Pi" is this machine seen through sshd on 10.77.0.2, started by the test in
 its own mount namespace: a user `pi` with passwordless sudo and a user `robo`
 without (accounts that exist only in that namespace: nothing is added to the
 machine's), homes in temporary folders, a host key and a user key made here,
-/etc/systemd/system a temporary folder, and, as no systemd runs here, `systemctl` and `journalctl` replaced by the stand-in
+/etc/systemd/system a temporary folder, and, as no systemd runs here,
+`systemctl` and `journalctl` replaced by the stand-in
 (tests/live/systemd_standin.py) that runs the unit deploy wrote, Type=notify
 and all. The unit file is checked with the real `systemd-analyze verify`.
 """

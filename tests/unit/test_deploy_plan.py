@@ -80,7 +80,8 @@ def test_what_the_config_asks_of_the_pi_is_warned_about():
     cfg = {"camera": {"source": "picamera2"}, "audio": {"backend": "sounddevice"}}
     assert check_devices(probe(), cfg, offline=False) == []
     warned = check_devices(probe(has_picamera2=False, has_portaudio=False), cfg, offline=True)
-    assert [w.split(": ")[-1] for w in warned] == ["sudo apt install python3-picamera2", "sudo apt install libportaudio2",
-                                                    "sudo apt install python3-sounddevice, or deploy without --offline"]
+    assert [w.split(": ")[-1] for w in warned] == [
+        "sudo apt install python3-picamera2", "sudo apt install libportaudio2",
+        "sudo apt install python3-sounddevice, or deploy without --offline"]
     assert check_devices(probe(has_picamera2=False, has_portaudio=False),
                          {"camera": {"source": "none"}, "audio": {"backend": "none"}}, offline=True) == []
