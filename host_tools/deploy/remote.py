@@ -181,6 +181,8 @@ async def deploy(opts: Options, config_text: str, config_source: str, say: Say) 
             wheel = opts.wheel or build_wheel(tmp)
             name = os.path.basename(wheel)
             say(f"copying {name}")
+            # one wheel kept: the one installed (each deploy would otherwise leave one more)
+            await remote.run(f"rm -rf {sh([layout.wheels])}")
             await remote.write(f"{layout.wheels}/{name}", Path(wheel).read_bytes(), mode=0o644)
 
         # a venv that sees the system's packages: Pi OS's picamera2 (and, offline, apt's numpy, av...)

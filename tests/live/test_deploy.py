@@ -220,6 +220,10 @@ async def test_deploy_runs_the_robot_as_a_service_until_uninstalled(pi, server, 
     assert code == 2 and err.startswith("error: offline install: the Pi has no ") and err.count("\n") == 1, err
     assert "in its system packages" in err and not (pi.units / SERVICE).exists()
 
+    # an earlier version's wheel, left by a deploy before
+    stale = pi.home / "lkdevice-robot" / "wheels" / "lkdevice-0.0.1-py3-none-any.whl"
+    shutil.copy(next(stale.parent.glob("lkdevice-*.whl")), stale)
+
     # a short watchdog, so the test sees the robot outlive a few of its periods
     code, out, err = await lkdevice("deploy", TARGET, "--config", str(config), *pi.base, "--any-arch", "--offline",
                                     "--python", sys.executable, "--watchdog", "2")
@@ -232,6 +236,8 @@ async def test_deploy_runs_the_robot_as_a_service_until_uninstalled(pi, server, 
     cfg = pi.home / ".config" / "lkdevice" / "robot.toml"
     assert cfg.read_text() == config.read_text() and cfg.stat().st_mode & 0o777 == 0o600
     assert cfg.stat().st_uid == PI_UID and (root / "venv").stat().st_uid == PI_UID
+    wheels = [p.name for p in (root / "wheels").iterdir()]
+    assert len(wheels) == 1 and wheels[0].startswith("lkdevice-"), wheels  # the old one is gone
     assert unit.stat().st_uid == 0  # through sudo
     assert cfg.parent.stat().st_mode & 0o077 == 0  # the secret's folder is pi's only
     assert "include-system-site-packages = true" in (root / "venv" / "pyvenv.cfg").read_text()
