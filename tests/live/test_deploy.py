@@ -163,9 +163,9 @@ def pi(tmp_path_factory):
     fake.stop()
 
 
-async def lkdevice(*args: str, timeout: float = 180) -> tuple[int, str, str]:
+async def lkdevice(*args: str, timeout: float = 180, env: dict | None = None) -> tuple[int, str, str]:
     t0 = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "lkdevice.cli", *args,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "lkdevice.cli", *args, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     print(f"lkdevice {' '.join(args[:2])}: {time.monotonic() - t0:.1f}s", file=sys.stderr)
@@ -192,7 +192,13 @@ async def test_user_mistakes_are_one_line_each(pi):
         # caught here, before anything is sent
         ([TARGET, "--config", str(write_text(pi.root / "bad.toml", "[server\n")), *pi.base], "not valid TOML"),
     ]
-    results = await asyncio.gather(*(lkdevice("deploy", *args, timeout=60) for args, _ in cases))
+    # a user with no key at all: no ~/.ssh, no agent
+    keyless = pi.root / "keyless"
+    keyless.mkdir()
+    keyless_env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"} | {"HOME": str(keyless)}
+    cases.append(([TARGET, "--status", "--known-hosts", str(pi.known_hosts)], "no SSH key: make one with"))
+    results = await asyncio.gather(*(lkdevice("deploy", *args, timeout=60, env=keyless_env if "-i" not in args
+                                              else None) for args, _ in cases))
     for (args, expected), (code, out, err) in zip(cases, results):
         assert code == 2, (args, out, err)
         assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, (args, err)
