@@ -3,7 +3,8 @@
 One module per subcommand group: `join` (join, echo), `server` (server, token,
 token-server), `gateway`, `sim` (the simulated ESP32, from the host tools),
 `board` (install, provision, monitor), `flash` and `doctor`: the board tools,
-from host_tools.board; `deploy` (the robot onto a Pi as a service, from host_tools.deploy).
+from host_tools.board; `deploy` (the robot onto a Pi as a service, from host_tools.deploy);
+`robot`, the Pi robot app (device/robot/).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 import sys
 
 from .. import __version__
-from . import board, deploy, doctor, flash, gateway, join, server, sim
+from . import board, deploy, doctor, flash, gateway, join, robot, server, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_parsers(sub)
     board.add_parsers(sub)
     deploy.add_parsers(sub)
+    robot.add_parsers(sub)
     return p
 
 

@@ -99,6 +99,10 @@ class AudioStream:
         self.frames_out = 0
 
     @property
+    def ended(self) -> bool:
+        return self._ended()
+
+    @property
     def jitter(self) -> JitterBuffer:
         return self.tap.jitter
 
@@ -131,6 +135,11 @@ class AudioStream:
                 self._deadline = now
         if self._ended():
             raise StopAsyncIteration
+        return self.read_frame()
+
+    def read_frame(self) -> AudioChunk:
+        """The next frame now, without waiting: for a reader with its own clock (a sound
+        card's output callback pulls at the card's pace, which drifts from ours)."""
         now = self._clock()
         while len(self._pcm) < self.frame_size:
             self._pcm = np.concatenate([self._pcm, self._next_pcm(now)])
