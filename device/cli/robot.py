@@ -25,11 +25,10 @@ and an echo agent are started and the robot mints its own token, like
 `lkdevice join`."""
 
 EPILOG = """\
-examples:
-  # try it on a laptop, no sound card: a tone as the microphone, the echo agent's
-  # answer recorded, 10 seconds
-  lkdevice robot --audio wav --play tone:440 --record heard.wav --duration 10
+example: lkdevice robot --audio wav --play tone:440 --record heard.wav --duration 10
+  (no sound card needed: a tone as the microphone, the echo agent's answer recorded)
 
+more:
   # on the Pi, as the service runs it
   lkdevice robot --config /etc/lkdevice/robot.toml --log-json
 
