@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..rtc.backoff import Backoff
-from ..rtc.errors import ConnectError, LiveKitError, TokenRejected
+from ..rtc.errors import LiveKitError, TokenRejected
 from ..rtc.room import Room, RoomOptions
 from ..rtc.streams import TRANSCRIPTION_TOPIC
 from .audio import AudioBackend, make_audio
@@ -339,7 +339,7 @@ class RobotApp:
             if self._watchdog is not None:
                 if self._making_progress():
                     self._watchdog.progress(now)
-                if self._watchdog.due(now):
+                if self._ready_sent and self._watchdog.due(now):  # systemd watches from READY=1 on
                     self.notifier.watchdog()
             await asyncio.sleep(min(HEALTH_PERIOD_S, self._watchdog.interval / 2) if self._watchdog
                                 else HEALTH_PERIOD_S)

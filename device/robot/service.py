@@ -90,10 +90,13 @@ class Notifier:
         data = "\n".join(f"{k}={v}".replace("\n", " ") for k, v in fields.items()).encode()
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # non-blocking: a full queue (systemd busy, a reader that does not read)
+                # must drop one ping, not stall the event loop with the robot on it
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                                           | socket.SOCK_NONBLOCK)
             self._sock.sendto(data, self.address)
         except OSError:
-            self.errors += 1  # systemd gone or restarting: the next one may go through
+            self.errors += 1  # systemd gone, restarting or behind: the next one may go through
             return False
         self.sent += 1
         return True

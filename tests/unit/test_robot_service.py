@@ -95,3 +95,21 @@ def test_json_formatter_fields():
     out = json.loads(JsonFormatter().format(rec))
     assert out["msg"] == "x 3" and out["level"] == "error" and out["logger"] == "lkdevice.robot"
     assert out["ts"].endswith("+00:00")
+
+
+def test_a_reader_that_does_not_read_never_blocks_the_app(tmp_path):
+    """A unix datagram queue holds a few messages (net.unix.max_dgram_qlen); a blocking
+    send past that stalls the whole event loop: the robot froze in its live test."""
+    import threading
+
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        n = Notifier({"NOTIFY_SOCKET": path})
+        results = []
+        sender = threading.Thread(target=lambda: results.extend(n.watchdog() for _ in range(500)), daemon=True)
+        sender.start()
+        sender.join(5)
+        assert not sender.is_alive(), "sd_notify blocked"
+        assert results[0] and not results[-1] and n.errors > 0  # dropped, counted
+        n.close()
