@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,104 @@ def test_the_speaker_feeds_the_gate():
     feed.play(ToneSource(440))
     feed.pull(480)
     assert not gate.is_open()
+
+
+class FakeCard:
+    """Stands in for the sound card behind sounddevice: a thread per stream that calls the
+    callback with a block every block's worth of its own clock, as PortAudio does."""
+
+    def __init__(self, rate_in: int, rate_out: int, speed: float = 1.0):
+        import threading
+        import types
+
+        self.threading = threading
+        self.rates = {"input": rate_in, "output": rate_out}
+        self.speed = speed  # a card's clock is not ours: 1.1 runs 10 % fast
+        self.played: list[np.ndarray] = []
+        card = self
+
+        class Stream:
+            def __init__(self, *, device, samplerate, channels, dtype, blocksize, callback, kind):
+                assert dtype == "int16" and channels == 1 and blocksize > 0
+                self.rate, self.block, self.callback, self.kind = samplerate, blocksize, callback, kind
+                self.running = False
+                self.thread = None
+
+            def start(self):
+                self.running = True
+                self.thread = card.threading.Thread(target=self._run, daemon=True)
+                self.thread.start()
+
+            def _run(self):
+                import time as _t
+                status = types.SimpleNamespace(input_overflow=False)
+                due = _t.monotonic()
+                t = 0
+                while self.running:
+                    if self.kind == "input":
+                        x = np.arange(t, t + self.block) / self.rate
+                        data = (9000 * np.sin(2 * np.pi * 300 * x)).astype(np.int16).reshape(-1, 1)
+                        self.callback(data, self.block, None, status)
+                    else:
+                        out = np.zeros((self.block, 1), np.int16)
+                        self.callback(out, self.block, None, status)
+                        card.played.append(out[:, 0].copy())
+                    t += self.block
+                    due += self.block / self.rate / card.speed
+                    _t.sleep(max(0.0, due - _t.monotonic()))
+
+            def stop(self):
+                self.running = False
+                self.thread.join(2)
+
+            def close(self):
+                pass
+
+        self.module = types.SimpleNamespace(
+            query_devices=lambda device, kind: {"default_samplerate": float(self.rates[kind])},
+            InputStream=lambda **kw: Stream(kind="input", **kw),
+            OutputStream=lambda **kw: Stream(kind="output", **kw))
+
+
+class MicRecorder:
+    def __init__(self):
+        self.chunks: list[tuple[np.ndarray, int]] = []
+
+    def write_nowait(self, samples, rate):
+        self.chunks.append((samples, rate))
+
+    async def write(self, samples, rate):
+        self.write_nowait(samples, rate)
+
+
+@pytest.mark.parametrize("speed", [1.0, 0.9, 1.1])  # a card 10 % slow or fast: extremes, to tell the pace apart
+async def test_sounddevice_backend_plays_at_the_cards_pace_and_captures(monkeypatch, speed):
+    import logging
+    import sys
+    import time
+
+    from lkdevice.robot.audio import AudioOptions, make_audio
+
+    card = FakeCard(16000, 44100, speed)
+    monkeypatch.setitem(sys.modules, "sounddevice", card.module)
+    audio = make_audio(AudioOptions(backend="sounddevice"), logging.getLogger("test"))
+    source = ToneSource(440)
+    mic = MicRecorder()
+    audio.set_mic(mic)
+    audio.play(source)
+    started = time.monotonic()
+    await audio.start()
+    await asyncio.sleep(1.5)
+    await audio.close()
+    elapsed = time.monotonic() - started
+    played = np.concatenate(card.played)
+    card_seconds = len(played) / 44100
+    # the card's clock, not ours, decides how much was taken from the jitter buffer
+    assert abs(card_seconds - elapsed * speed) < 0.15
+    assert abs(source.reads * 0.02 - card_seconds) <= 0.1, (source.reads, card_seconds)
+    assert audio.speaker.ring.dropped == 0 and audio.speaker.ring.underruns <= 2  # the start, at most
+    audible = played[np.argmax(np.abs(played) > 1000):]
+    assert abs(dominant_frequency(audible, 44100) - 440) < 2
+    captured = np.concatenate([c for c, _ in mic.chunks])
+    assert {r for _, r in mic.chunks} == {16000} and abs(len(captured) / 16000 - elapsed * speed) < 0.2
+    assert abs(dominant_frequency(captured, 16000) - 300) < 2
