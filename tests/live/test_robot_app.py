@@ -192,3 +192,43 @@ async def test_a_refused_static_token_stops_with_a_clear_message(server, room_na
     out, err = await (await robot("--url", server.url, "--token", bad, "--duration", "20")).finish()
     assert "token rejected by server (HTTP 401)" in out and "cannot give another, stopping" in out
     assert bad not in out + err
+
+
+async def test_a_refused_token_from_a_file_is_read_again_until_one_works(server, room_name, peers, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(token("robot", room_name)[:-4] + "AAAA")  # refused: a bad signature
+    cfg = tmp_path / "robot.toml"
+    cfg.write_text(f'[server]\nurl = "{server.url}"\ntoken_file = "{token_file}"\n')
+    agent = await peers("agent", server.url, room_name)
+    proc = await robot("--config", str(cfg), "--play", "tone:440")
+    try:
+        await asyncio.sleep(1.5)
+        assert not agent.saw("participant_connected")
+        token_file.write_text(token("robot", room_name))  # the provisioning tool put a good one there
+        await agent.expect("participant_connected", lambda p: p.identity == "robot", timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await proc.finish(10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "token rejected by server (HTTP 401)" in err and "asking the token source for a new one" in err
+
+
+async def test_half_duplex_mutes_the_mic_while_the_agent_speaks(server, room_name, peers, tmp_path):
+    agent = await peers("agent", server.url, room_name)
+    player = await agent.publish_tone(1000)
+    proc = await robot("--url", server.url, "--token", token("robot", room_name), "--play", "tone:440",
+                       "--record", str(tmp_path / "speaker.wav"), "--half-duplex")
+    try:
+        track, _, _ = await agent.expect("track_subscribed", lambda t, pub, p: p.identity == "robot", timeout=15)
+        await asyncio.sleep(0.5)
+        while_speaking = await agent.record(track, 1.0, wait_audible=1.5)
+        player.cancel()  # the agent stops talking: the robot's mic opens after the hangover
+        after = await agent.record(track, 1.0, wait_audible=3.0)
+        proc.send_signal(signal.SIGTERM)
+        await proc.finish(10)
+    finally:
+        player.cancel()
+        proc.kill()
+    assert tone_frames(while_speaking, 48000, 440) <= 5, tone_frames(while_speaking, 48000, 440)
+    assert tone_frames(after, 48000, 440) >= 0.9 * 50
