@@ -74,11 +74,12 @@ class RobotApp:
             self.log.info("stopping: %s", reason)
             self._stop.set()
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status: str, ready: bool = True) -> None:
+        """STATUS= for systemd; the first one with `ready` (joined, or retrying) is READY=1."""
         if status == self._status:
             return
         self._status = status
-        if not self._ready_sent:
+        if not self._ready_sent and ready:
             self._ready_sent = self.notifier.ready(status) or not self.notifier.enabled
         else:
             self.notifier.status(status)
@@ -139,7 +140,7 @@ class RobotApp:
                 break
             room = Room(RoomOptions(room=self.config.room, reconnect_window=None))
             self._wire(room)
-            self._set_status("connecting")
+            self._set_status("connecting", ready=False)
             try:
                 connected = await self._until_stopped(room.connect(self.url, token))
             except TokenRejected as exc:

@@ -162,10 +162,16 @@ class SpeakerFeed:
             self.gate.heard(pcm)
             self.ring.write(pcm)
 
-    def pull(self, n: int) -> np.ndarray:
-        """What the device plays next: `n` samples, refilled first (for callers on the loop)."""
-        self.refill()
+    def read(self, n: int) -> np.ndarray:
+        """What the device plays next (any thread): silence with nothing to play is no underrun."""
+        if self.source is None and not len(self.ring):
+            return np.zeros(n, np.int16)
         return self.ring.read(n)
+
+    def pull(self, n: int) -> np.ndarray:
+        """`read`, refilled first: for a device driven from the event loop."""
+        self.refill()
+        return self.read(n)
 
     def stats(self) -> dict:
         return {"rate": self.rate, "frames_pulled": self.frames_pulled, "underruns": self.ring.underruns,
@@ -347,7 +353,7 @@ class SoundDeviceAudio(AudioBackend):
             self.mic.write_nowait(self.gate.apply(pcm), self._in_rate)
 
     def _on_output(self, outdata, frames, time_info, status) -> None:
-        outdata[:, 0] = self.speaker.ring.read(frames)
+        outdata[:, 0] = self.speaker.read(frames)
         if self.speaker.ring.wanted() and not self._refill_pending.is_set():
             self._refill_pending.set()
             self._loop.call_soon_threadsafe(self._refill)

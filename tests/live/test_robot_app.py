@@ -135,7 +135,9 @@ async def test_the_robot_hears_the_agent_and_the_agent_hears_the_robot(server, r
     good, total = leading_tone(pcm, rate, 1000)  # the speaker played the agent
     assert rate == 48000 and total > 200 and good >= 0.9 * total - 5, (good, total)
     sent = notify.got
-    assert sent[0].startswith("READY=1\nSTATUS=")
+    ready = next(i for i, m in enumerate(sent) if m.startswith("READY=1"))
+    assert sent[ready] == f"READY=1\nSTATUS=connected to room {room_name} as robot"
+    assert "WATCHDOG=1" not in sent[:ready]  # systemd watches from READY=1 on
     assert sent.count("WATCHDOG=1") >= 5  # every 0.5 s for about 7 s
     assert sent[-1].startswith("STOPPING=1")
 

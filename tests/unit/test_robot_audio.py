@@ -222,3 +222,10 @@ async def test_sounddevice_backend_plays_at_the_cards_pace_and_captures(monkeypa
     captured = np.concatenate([c for c, _ in mic.chunks])
     assert {r for _, r in mic.chunks} == {16000} and abs(len(captured) / 16000 - elapsed * speed) < 0.2
     assert abs(dominant_frequency(captured, 16000) - 300) < 2
+
+
+def test_silence_with_nothing_to_play_is_not_an_underrun():
+    feed = SpeakerFeed(48000)
+    for _ in range(10):
+        assert not feed.pull(960).any()
+    assert feed.ring.underruns == 0
