@@ -27,6 +27,8 @@ from .tokens import TokenError, TokenSource
 
 # how often the app checks it is still making progress (and may ping systemd's watchdog)
 HEALTH_PERIOD_S = 0.5
+# longest wait for the plugins' router to let go of the room when a session ends
+ROUTER_CLOSE_S = 3.0
 # a session that lasted this long resets the backoff: the next loss is news, not a flap
 STABLE_SESSION_S = 30.0
 
@@ -198,10 +200,10 @@ class RobotApp:
         try:
             for p in room.remote_participants.values():
                 self._on_agent_state(p, p.agent_state)
+            await self._attach_router(room)  # first: an agent may call as soon as it sees us
             if self.audio.has_mic:
                 self._mic = await room.publish_audio(name="microphone", max_buffer_ms=100)
                 self.audio.set_mic(self._mic.track)
-            await self._attach_router(room)
             await self._start_video(room)
             closed = asyncio.ensure_future(room.wait_closed())
             await self._until_stopped(asyncio.shield(closed))
@@ -214,9 +216,13 @@ class RobotApp:
     async def _attach_router(self, room: Room) -> None:
         if not self.plugins:
             return
-        from .commands import CommandRouter
+        from .commands import CommandRouter, PluginError
 
-        self.router = CommandRouter(room, self.plugins, watchdog_s=self.config.watchdog_s, log=self.log)
+        try:
+            # one router per session: it belongs to its room; the plugins (and their state) stay
+            self.router = CommandRouter(room, self.plugins, watchdog_s=self.config.watchdog_s, log=self.log)
+        except PluginError as exc:  # two plugins claim one method: no session will do better
+            raise StartupError(f"plugin: {exc}") from None
         self.router.attach()
 
     async def _start_video(self, room: Room) -> None:
@@ -244,7 +250,10 @@ class RobotApp:
         if self.router is not None:
             router, self.router = self.router, None
             try:
-                await router.close()
+                # bounded: the robot must leave the room whatever its plugins do
+                await asyncio.wait_for(router.close(), ROUTER_CLOSE_S)
+            except asyncio.TimeoutError:
+                self.log.warning("the command router did not close within %.0fs", ROUTER_CLOSE_S)
             except Exception as exc:
                 self.log.warning("closing the command router: %s", exc)
         try:

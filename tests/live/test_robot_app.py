@@ -51,11 +51,15 @@ class Robot:
         try:
             await asyncio.wait_for(self.proc.wait(), timeout)
         except asyncio.TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+            self.proc.send_signal(signal.SIGABRT)  # -X faulthandler: every thread's stack, to stderr
+            try:
+                await asyncio.wait_for(self.proc.wait(), 3)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
             await asyncio.gather(*self._readers)
             raise AssertionError(f"still running after {timeout}s; stdout:\n{self.out.decode()[-3000:]}\n"
-                                 f"stderr:\n{self.err.decode()[-3000:]}") from None
+                                 f"stderr:\n{self.err.decode()[-8000:]}") from None
         await asyncio.gather(*self._readers)
         return self.out.decode(), self.err.decode()
 
@@ -64,7 +68,7 @@ async def robot(*argv: str, env: dict | None = None) -> Robot:
     global_flags = [a for a in argv if a == "-v"]
     rest = [a for a in argv if a != "-v"]
     return Robot(await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lkdevice.cli", *global_flags, "robot", *rest, env={**os.environ, **(env or {})},
+        sys.executable, "-X", "faulthandler", "-m", "lkdevice.cli", *global_flags, "robot", *rest, env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE))
 
 
@@ -155,6 +159,35 @@ async def test_sigterm_stops_leaves_the_room_and_exits_0(server, room_name, peer
     assert who.identity == "robot" and who.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED
     assert proc.returncode == 0, err[-3000:]
     assert "left the room (SIGTERM)" in out
+
+
+async def test_sigterm_stops_the_motors_and_the_plugins_hear_the_agent(server, room_name, peers):
+    pytest.importorskip("lkdevice.robot.commands")  # COMMANDS' module: this runs once it is in the tree
+    agent = await peers("agent", server.url, room_name)
+    lp = agent.room.local_participant
+    proc = await robot("--url", server.url, "--token", token("robot", room_name), "--plugin", "sim",
+                       "--watchdog", "10")
+    try:
+        await agent.expect("participant_connected", lambda p: p.identity == "robot", timeout=15)
+        await lp.set_attributes({"lk.agent.state": "thinking"})
+        move = {"direction": "forward", "speed": 0.5, "duration_ms": 8000}
+        answer = json.loads(await lp.perform_rpc(destination_identity="robot", method="move",
+                                                 payload=json.dumps(move)))
+        assert answer["moving"] is True
+        for _ in range(50):  # the attribute and the RPC travel separately
+            state = json.loads(await lp.perform_rpc(destination_identity="robot", method="get_state", payload="{}"))
+            if state["agent_state"] == "thinking":
+                break
+            await asyncio.sleep(0.1)
+        assert state["agent_state"] == "thinking" and state["moving"]
+        proc.send_signal(signal.SIGTERM)
+        out, err = await proc.finish(10)
+        (who,) = await agent.expect("participant_disconnected", timeout=5)
+    finally:
+        proc.kill()
+    assert who.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED and proc.returncode == 0, err[-3000:]
+    stops = [line for line in err.splitlines() if "drive: stop (SIGTERM)" in line]
+    assert len(stops) == 1 and "was not moving" not in stops[0], err[-3000:]
 
 
 @pytest.fixture
