@@ -19,6 +19,7 @@ from ..rtc.backoff import Backoff
 from ..rtc.errors import LiveKitError, TokenRejected
 from ..rtc.room import Room, RoomOptions
 from ..rtc.streams import TRANSCRIPTION_TOPIC
+from ..rtc.tasks import TaskSet
 from .audio import AudioBackend, make_audio
 from .config import RobotConfig
 from .console import Console
@@ -67,6 +68,8 @@ class RobotApp:
         self._backoff = Backoff(initial=0.5, maximum=30.0)
         self._watchdog = WatchdogClock(self.notifier.watchdog_s) if self.notifier.watchdog_s else None
         self._ready_sent = False
+        self._refreshed: str | None = None
+        self._tasks = TaskSet(log, limit=8)
         self._status = ""
 
     # -- control --------------------------------------------------------------------
@@ -102,6 +105,7 @@ class RobotApp:
                 timer.cancel()
             health.cancel()
             self.notifier.stopping(f"stopping: {self._stop_reason or 'error'}")
+            await self._tasks.aclose(2)
             await self._close_plugins()
             await self.audio.close()
             self.notifier.close()
@@ -130,8 +134,10 @@ class RobotApp:
     async def _session_loop(self) -> int:
         while not self._stop.is_set():
             self.stats.attempts += 1
+            # a fixed token expires; the server's refresh of it, from the last session, may not have
+            refreshed, self._refreshed = self._refreshed, None
             try:
-                token = await self._until_stopped(self.tokens.get())
+                token = refreshed or await self._until_stopped(self.tokens.get())
             except TokenError as exc:
                 if exc.fatal:
                     self.console.line(f"error: {exc}")
@@ -146,6 +152,9 @@ class RobotApp:
             try:
                 connected = await self._until_stopped(room.connect(self.url, token))
             except TokenRejected as exc:
+                if refreshed:
+                    await self._retry(f"{exc}; back to the configured token")
+                    continue
                 if not self.tokens.renewable:
                     self.console.line(f"error: {exc}; the token source cannot give another, stopping")
                     return 2
@@ -159,6 +168,8 @@ class RobotApp:
                 break
             started = time.monotonic()
             await self._session(room)
+            if not self.tokens.renewable:
+                self._refreshed = room.refresh_token
             if time.monotonic() - started > STABLE_SESSION_S:
                 self._backoff.reset()
             if not self._stop.is_set():
@@ -231,9 +242,10 @@ class RobotApp:
         from .video import start_video
 
         self.video = await start_video(room, self.config.video, self.log)
-        self.console.line(f"video: {self.config.video.camera} {self.config.video.width}x{self.config.video.height}"
-                          f"@{self.config.video.fps} as {self.video.codec}"
-                          + (f" ({self.video.reason})" if getattr(self.video, "reason", "") else ""))
+        v = self.config.video
+        reason = getattr(self.video, "reason", "")
+        self.console.line(f"video: {v.camera} {v.width}x{v.height}@{v.fps} as {self.video.codec}"
+                          + (f"; {reason}" if reason else ""))
 
     async def _end_session(self, room: Room) -> None:
         reason = self._stop_reason if self._stop.is_set() else f"disconnected: {room.disconnect_reason}"
@@ -329,7 +341,7 @@ class RobotApp:
     def _on_link_lost(self, room: Room) -> None:
         self._set_status("reconnecting")
         if self.router is not None:  # no commands can arrive: nothing may keep moving
-            asyncio.ensure_future(self._stop_motors("connection lost"))
+            self._tasks.spawn(self._stop_motors("connection lost"), "stopping the motors")
 
     # -- health -----------------------------------------------------------------------------
     def _making_progress(self) -> bool:

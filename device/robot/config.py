@@ -33,7 +33,11 @@ A mistake in the file is one line naming the key (`ConfigError`), never a traceb
 from __future__ import annotations
 
 import re
-import tomllib
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10 (the Pi runs 3.11's)
+    import tomli as tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 

@@ -190,6 +190,51 @@ async def test_sigterm_stops_the_motors_and_the_plugins_hear_the_agent(server, r
     assert len(stops) == 1 and "was not moving" not in stops[0], err[-3000:]
 
 
+async def test_the_camera_is_published_and_closed_with_the_robot(server, room_name, peers):
+    pytest.importorskip("lkdevice.robot.video")  # VIDEO's module: this runs once it is in the tree
+    agent = await peers("agent", server.url, room_name)
+    proc = await robot("--url", server.url, "--token", token("robot", room_name), "--camera", "test",
+                       "--video-codec", "vp8", "--size", "320x240", "--fps", "15", "--audio", "none")
+    try:
+        track, _, _ = await agent.expect("track_subscribed", lambda t, pub, p: p.identity == "robot", timeout=15)
+        assert track.kind == rtc.TrackKind.KIND_VIDEO
+        stream = rtc.VideoStream(track)
+        try:
+            event = await asyncio.wait_for(stream.__anext__(), 10)
+        finally:
+            await stream.aclose()
+        assert (event.frame.width, event.frame.height) == (320, 240)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await proc.finish(10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "video: test 320x240@15 as vp8" in out
+
+
+async def test_removed_by_the_server_the_robot_joins_again_past_its_tokens_expiry(server, room_name, peers):
+    """A new session after the Room gave up (PARTICIPANT_REMOVED) uses the server's refreshed token:
+    the one given on the command line has expired by then."""
+    from livekit import api
+
+    agent = await peers("agent", server.url, room_name)
+    # expired 55 s ago: the server's 60 s leeway lets it join for another 5 s
+    proc = await robot("--url", server.url, "--token", token("robot", room_name, ttl=-55), "--play", "tone:440")
+    try:
+        await agent.expect("participant_connected", lambda p: p.identity == "robot", timeout=5)
+        await asyncio.sleep(6)  # the command line's token is dead now
+        async with api.LiveKitAPI(server.http_url, "devkey", "secret") as lk:
+            await lk.room.remove_participant(api.RoomParticipantIdentity(room=room_name, identity="robot"))
+        await agent.expect("participant_disconnected", lambda p: p.identity == "robot", timeout=10)
+        await agent.expect("participant_connected", lambda p: p.identity == "robot", timeout=15)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await proc.finish(10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "left the room: PARTICIPANT_REMOVED" in err and out.count("joined room") == 2
+
+
 @pytest.fixture
 async def own_server():
     srv = LocalServer(server_config()).start()
