@@ -241,7 +241,12 @@ class RobotApp:
             return
         from .video import start_video
 
-        self.video = await start_video(room, self.config.video, self.log)
+        try:
+            self.video = await start_video(room, self.config.video, self.log)
+        except (LiveKitError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # no such camera, an encoder that will not open: the config's to fix
+            raise StartupError(f"camera {self.config.video.camera}: {exc}") from None
         v = self.config.video
         reason = getattr(self.video, "reason", "")
         self.console.line(f"video: {v.camera} {v.width}x{v.height}@{v.fps} as {self.video.codec}"
