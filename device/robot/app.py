@@ -221,6 +221,9 @@ class RobotApp:
             closed.cancel()
         except (LiveKitError, OSError) as exc:
             self.log.warning("session failed: %s", exc)
+        except StartupError:
+            self.stop("the robot cannot run as configured")
+            raise
         finally:
             await self._end_session(room)
 
