@@ -461,11 +461,13 @@ class CommandRouter:
             if deadline is None:
                 await self._changed.wait()
                 continue
+            # a timer sets the event, not asyncio.wait_for: on Python 3.11 a wait_for
+            # cancelled in the turn its inner wait completes returns, and the cancel is lost
+            timer = asyncio.get_running_loop().call_later(max(deadline - self.clock(), 0), self._changed.set)
             try:
-                await asyncio.wait_for(self._changed.wait(), max(deadline - self.clock(), 0))
-                continue
-            except asyncio.TimeoutError:
-                pass
+                await self._changed.wait()
+            finally:
+                timer.cancel()
             reason = self.watchdog.expired(self.clock())
             if reason is not None:
                 plugins, self._moving_plugins = self._moving_plugins, []

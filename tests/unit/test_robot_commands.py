@@ -222,6 +222,21 @@ async def test_stop_all_stops_at_once_and_close_unregisters():
     assert "move" not in room.methods
 
 
+async def test_close_right_after_stop_all_ends_while_a_move_is_watched():
+    # SIGTERM: stop_all, then close, in one turn of the loop. On Python 3.11 a
+    # wait_for whose inner wait completes in the turn it is cancelled returns
+    # normally and the cancel is lost: the watch loop then waited for ever
+    room = StandInRoom()
+    drive = SimDrive()
+    router = CommandRouter(room, [drive], watchdog_s=5)
+    router.attach()
+    await room.call("move", '{"direction": "forward", "duration_ms": 5000}')
+    await asyncio.sleep(0)  # the watch loop is now waiting on the move's deadline
+    await router.stop_all("SIGTERM")
+    await asyncio.wait_for(router.close(), 2)
+    assert drive.move is None and drive.last_stop_reason == "SIGTERM"
+
+
 async def test_a_hanging_handler_is_timed_out_and_commands_are_bounded():
     room = StandInRoom()
     router = CommandRouter(room, [Horn()], handler_timeout_s=0.1, max_concurrent=2)
