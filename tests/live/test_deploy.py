@@ -13,7 +13,6 @@ and all. The unit file is checked with the real `systemd-analyze verify`.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import shutil
@@ -36,7 +35,6 @@ HOST = "10.77.0.2"
 PORT = 2222
 STANDIN = Path(__file__).with_name("systemd_standin.py")
 SERVICE = "lkdevice-robot.service"
-HAS_ROBOT = importlib.util.find_spec("lkdevice.cli.robot") is not None
 
 
 PI_UID, ROBO_UID = 64998, 64999  # no one's on this machine: the accounts exist only in sshd's mount namespace
@@ -260,28 +258,19 @@ async def test_deploy_runs_the_robot_as_a_service_until_uninstalled(pi, server, 
     state = pi.standin_state()
     assert state["argv"] == [f"{root}/venv/bin/lkdevice", "robot", "--config", str(cfg)]
 
-    if not HAS_ROBOT:
-        # `lkdevice robot` is not on main yet: the deployed lkdevice runs and refuses the subcommand, and
-        # deploy says the service did not start, in one line, after its status and log lines
-        assert code == 2, out + err
-        assert err.startswith("error: the robot service did not start") and err.count("\n") == 1, err
-        assert "invalid choice: 'robot'" in out, out
-        code, out, _ = await lkdevice("deploy", TARGET, "--status", *pi.base)
-        assert code == 3 and "activating (auto-restart)" in out and "invalid choice: 'robot'" in out, out
-    else:
-        assert code == 0, out + err
-        assert "Active: active (running)" in out, out
-        # READY=1 came once the robot was in the room: the agent joining now finds it there
-        peer = await peers("agent", server.url, room_name)
-        if "robot" not in {p.identity for p in peer.room.remote_participants.values()}:
-            await peer.expect("participant_connected", lambda p: p.identity == "robot", timeout=10)
-        # the robot pings systemd's watchdog: three periods on, it is the same process, still in the room
-        await asyncio.sleep(6)
-        assert pi.standin_state()["starts"] == 1 and pi.standin_state()["state"] == "active"
-        assert "robot" in {p.identity for p in peer.room.remote_participants.values()}
-        assert not peer.saw("participant_disconnected")
-        code, out, _ = await lkdevice("deploy", TARGET, "--status", *pi.base)
-        assert code == 0 and "Active: active (running)" in out, out
+    assert code == 0, out + err
+    assert "Active: active (running)" in out, out
+    # READY=1 came once the robot was in the room: the agent joining now finds it there
+    peer = await peers("agent", server.url, room_name)
+    if "robot" not in {p.identity for p in peer.room.remote_participants.values()}:
+        await peer.expect("participant_connected", lambda p: p.identity == "robot", timeout=10)
+    # the robot pings systemd's watchdog: three periods on, it is the same process, still in the room
+    await asyncio.sleep(6)
+    assert pi.standin_state()["starts"] == 1 and pi.standin_state()["state"] == "active"
+    assert "robot" in {p.identity for p in peer.room.remote_participants.values()}
+    assert not peer.saw("participant_disconnected")
+    code, out, _ = await lkdevice("deploy", TARGET, "--status", *pi.base)
+    assert code == 0 and "Active: active (running)" in out, out
 
     code, out, _ = await lkdevice("deploy", TARGET, "--logs", "--lines", "50", *pi.base)
     assert code == 0 and f"Starting {SERVICE}" in out and "lkdevice[" in out, out
@@ -290,10 +279,9 @@ async def test_deploy_runs_the_robot_as_a_service_until_uninstalled(pi, server, 
     code, out, err = await lkdevice("deploy", TARGET, "--stop", *pi.base)
     assert code == 0, err
     assert pi.standin_state()["state"] == "inactive"
-    if HAS_ROBOT:
-        # systemd's SIGTERM: the robot leaves the room itself
-        (left,) = await peer.expect("participant_disconnected", lambda p: p.identity == "robot", timeout=15)
-        assert left.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED
+    # systemd's SIGTERM: the robot leaves the room itself
+    (left,) = await peer.expect("participant_disconnected", lambda p: p.identity == "robot", timeout=15)
+    assert left.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED
     code, out, _ = await lkdevice("deploy", TARGET, "--status", *pi.base)
     assert code == 3 and "inactive (dead)" in out, out
 
