@@ -23,6 +23,7 @@ from . import ice
 from .data import LOSSY_CHANNEL, RELIABLE_CHANNEL
 from .opus import carry_audio_level
 from .playout import PacketTap, attach
+from .video import codec_preferences
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,12 @@ class PeerSession:
     def add_sender(self, track) -> None:
         transceiver = self.pc.addTransceiver(track, direction="sendonly")
         carry_audio_level(transceiver.sender, track)
+
+    def add_video_sender(self, local) -> None:
+        """A sendonly video m-line for a `LocalVideoTrack`, offering only its codec."""
+        transceiver = self.pc.addTransceiver(local.new_rtp_track(), direction="sendonly")
+        transceiver.setCodecPreferences(codec_preferences(local.codec))
+        local.attach_sender(transceiver.sender)
 
     # -- ICE ----------------------------------------------------------------------
     async def add_trickle(self, candidate_init: str, final: bool) -> None:

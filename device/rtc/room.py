@@ -47,6 +47,7 @@ from .signaling import DisconnectReason, JoinOptions, ReconnectReason, SignalPro
 from .state import Participant, RoomState, TrackPublication
 from .streams import StreamHandler, TextStreamAssembler
 from .tasks import TaskSet
+from .video import LocalVideoTrack
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,9 @@ class LocalAudioTrack:
         self._rtp = self.track.rtp_track()
         return self._rtp
 
+    def add_track_fields(self) -> dict:
+        return {}
+
     @property
     def muted(self) -> bool:
         return self.track.muted
@@ -120,6 +124,13 @@ class LocalAudioTrack:
 
     def feed(self, source: AsyncIterator[AudioChunk]) -> asyncio.Task:
         return self.track.feed(source)
+
+
+def _mute_locally(local: "LocalAudioTrack | LocalVideoTrack", muted: bool) -> None:
+    if isinstance(local, LocalVideoTrack):
+        local.muted = muted  # the server stops forwarding it; the camera keeps running
+    else:
+        local.track.muted = muted
 
 
 class Room(EventEmitter):
@@ -144,7 +155,7 @@ class Room(EventEmitter):
         self._rpc = RpcEndpoint(self._send_packet)
         self._streams = TextStreamAssembler()
         self._stream_handlers: dict[str, StreamHandler] = {}
-        self._local_tracks: list[LocalAudioTrack] = []
+        self._local_tracks: list[LocalAudioTrack | LocalVideoTrack] = []
         self._publish_waiters: dict[str, asyncio.Future] = {}
         self._remote_tracks: dict[str, object] = {}  # track sid -> aiortc track
         self._unresolved_tracks: dict[str, object] = {}
@@ -282,7 +293,7 @@ class Room(EventEmitter):
         for t in self._local_tracks:
             t.sid = ""
             t.published.clear()
-            self._peer.add_sender(t.new_rtp_track())
+            self._add_sender(t)
         await self._peer.negotiate()
         for t in self._local_tracks:
             await self._request_publish(t)
@@ -370,7 +381,7 @@ class Room(EventEmitter):
         elif kind == "mute":
             for t in self._local_tracks:
                 if t.sid == msg.mute.sid:
-                    t.track.muted = msg.mute.muted
+                    _mute_locally(t, msg.mute.muted)
             self._emit_all(self.state.apply_mute(msg.mute.sid, msg.mute.muted))
         elif kind == "leave":
             leave = msg.leave
@@ -498,7 +509,7 @@ class Room(EventEmitter):
         mic = MicrophoneTrack(max_buffer_ms=max_buffer_ms, paced_by_source=paced_by_source, encoder=encoder)
         local = LocalAudioTrack(self, name, mic, source_kind)
         self._local_tracks.append(local)
-        self._peer.add_sender(local.new_rtp_track())
+        self._add_sender(local)
         await self._peer.negotiate()
         await self._request_publish(local, timeout)
         if source is not None:
@@ -506,10 +517,35 @@ class Room(EventEmitter):
         self.emit("local_track_published", local)
         return local
 
+    async def publish_video(self, track, *, name: str = "camera", codec: str = "vp8", width: int = 640,
+                            height: int = 480, fps: float = 30, max_bitrate_kbps: int = 1000,
+                            source_kind: int = TrackSource.CAMERA, timeout: float = 10.0) -> LocalVideoTrack:
+        """Publish a camera: `track.recv()` returns `av.VideoFrame`s, which aiortc
+        encodes as `codec` ("vp8" or "h264"), or `av.Packet`s of H.264 (one Annex B
+        access unit each, pts and time_base set), which it sends as they are.
+        Keyframe requests and receiver reports reach the returned track's
+        `on_keyframe_request` and `on_receiver_report`."""
+        self._check_open()
+        local = LocalVideoTrack(self, name, track, codec=codec, width=width, height=height, fps=fps,
+                                max_bitrate_kbps=max_bitrate_kbps, source=source_kind)
+        self._local_tracks.append(local)
+        self._add_sender(local)
+        await self._peer.negotiate()
+        await self._request_publish(local, timeout)
+        self.emit("local_track_published", local)
+        return local
+
+    def _add_sender(self, local) -> None:
+        if isinstance(local, LocalVideoTrack):
+            self._peer.add_video_sender(local)
+        else:
+            self._peer.add_sender(local.new_rtp_track())
+
     async def _request_publish(self, local: LocalAudioTrack, timeout: float = 10.0) -> None:
         fut = asyncio.get_running_loop().create_future()
         self._publish_waiters[local.cid] = fut
-        await self._send(self._protocol.add_track(local.cid, local.name, source=local.source, muted=local.muted))
+        await self._send(self._protocol.add_track(local.cid, local.name, source=local.source, muted=local.muted,
+                                                  **local.add_track_fields()))
         try:
             info = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
@@ -520,7 +556,7 @@ class Room(EventEmitter):
         local.published.set()
 
     async def _set_muted(self, local: LocalAudioTrack, muted: bool) -> None:
-        local.track.muted = muted
+        _mute_locally(local, muted)
         if local.sid:
             await self._send(self._protocol.mute(local.sid, muted))
             self._emit_all(self.state.apply_mute(local.sid, muted))

@@ -155,10 +155,11 @@ class SignalProtocol:
         init = json.dumps({"candidate": candidate, "sdpMid": sdp_mid, "sdpMLineIndex": sdp_mline_index})
         return self._encode(trickle=rtc.TrickleRequest(candidateInit=init, target=SignalTarget.PUBLISHER, final=final))
 
-    def add_track(self, cid: str, name: str, *, source: int, muted: bool = False, stereo: bool = False) -> bytes:
+    def add_track(self, cid: str, name: str, *, source: int, muted: bool = False, stereo: bool = False,
+                  type: int = models.TrackType.AUDIO, width: int = 0, height: int = 0) -> bytes:
         return self._encode(
             add_track=rtc.AddTrackRequest(
-                cid=cid, name=name, type=models.TrackType.AUDIO, source=source, muted=muted, stereo=stereo
+                cid=cid, name=name, type=type, source=source, muted=muted, stereo=stereo, width=width, height=height
             )
         )
 
