@@ -85,3 +85,105 @@ async def test_the_peer_decodes_the_camera_at_its_size_and_rate(server, room_nam
     assert len(readable) >= 0.9 * len(frames), f"{len(readable)}/{len(frames)} stamps read back"
     counters = [s.counter for s in readable]
     assert counters == sorted(counters) and len(set(counters)) == len(counters), "frames out of order or repeated"
+
+
+class AccessUnitLog:
+    """What the camera's encoder produced, decoded here as the peer would (the newest `limit`)."""
+
+    def __init__(self, limit: int = 256):
+        self.decoder = av.CodecContext.create("h264", "r")
+        self.luma: dict[int, np.ndarray] = {}
+        self.limit = limit
+        self.count = 0
+
+    def __call__(self, au) -> None:
+        self.count += 1
+        for frame in self.decoder.decode(av.Packet(au.data)):
+            self.luma[au.frame_index] = frame.to_ndarray()[: frame.height]  # yuv420p: the luma rows
+        while len(self.luma) > self.limit:
+            del self.luma[next(iter(self.luma))]
+
+
+async def test_passthrough_sends_the_encoders_own_pictures(server, room_name, peers, devices):
+    peer = await peers("agent", server.url, room_name)
+    dev = await devices(server.url, room_name)
+    video = await start_video(dev, VideoOptions(camera="test", codec="passthrough", width=W, height=H, fps=FPS,
+                                                bitrate_kbps=300), log)
+    units = AccessUnitLog()
+    video.tap = units
+    try:
+        track, _ = await video_track_of(peer)
+        frames = await decoded(track, SECONDS)
+        stats = video.stats()
+    finally:
+        await video.close()
+    stamped = [(read_pattern(y), y) for *_, y in frames]
+    compared = [(s.counter, y) for s, y in stamped if s is not None and s.counter in units.luma]
+    assert len(compared) >= 0.8 * len(frames) and len(frames) >= 0.8 * FPS * SECONDS
+    # one access unit per picture, and no picture the encoder did not make
+    assert stats["access_units"] == units.count
+    assert max(c for c, _ in compared) < stats["access_units"]
+    # a decoder is deterministic: the same bitstream decodes to the same pixels; a re-encode would not
+    diffs = [float(np.abs(y.astype(np.int16) - units.luma[c].astype(np.int16)).mean()) for c, y in compared]
+    assert max(diffs) < 0.5, f"peer's pictures differ from our decode of the encoder's output: {max(diffs):.2f}"
+
+
+async def first_frame_delay(track, timeout: float = 5.0) -> float:
+    start = time.monotonic()
+    frames = await decoded(track, 0.0, first_within=timeout)
+    assert frames, f"no picture within {timeout}s"
+    return time.monotonic() - start
+
+
+async def test_passthrough_late_subscriber_sees_a_picture_at_once(server, room_name, peers, devices):
+    """The encoder makes a keyframe every 10 s on its own: a late subscriber only sees
+    a picture at once if the SFU's keyframe request reaches the camera's encoder."""
+    first = await peers("agent", server.url, room_name)
+    dev = await devices(server.url, room_name)
+    video = await start_video(dev, VideoOptions(camera="test", codec="passthrough", width=W, height=H, fps=FPS,
+                                                bitrate_kbps=300), log)
+    try:
+        track, _ = await video_track_of(first)
+        await first_frame_delay(track)
+        await asyncio.sleep(1.5)  # past the opening keyframe and the SFU's keyframe-request throttle
+        late = await peers("late", server.url, room_name)
+        track, _ = await video_track_of(late)
+        delay = await first_frame_delay(track)
+    finally:
+        await video.close()
+    assert delay < 0.5, f"late subscriber's first picture after {delay * 1000:.0f} ms"
+    assert video.stats()["keyframe_requests"] >= 1
+
+
+async def test_passthrough_answers_a_pli_with_a_keyframe_within_100_ms(server, room_name, devices):
+    """The official SDK has no call that sends a PLI: the watcher is our own client,
+    whose aiortc receiver sends one as it does when its decoder loses a picture."""
+    dev = await devices(server.url, room_name)
+    video = await start_video(dev, VideoOptions(camera="test", codec="passthrough", width=W, height=H, fps=FPS,
+                                                bitrate_kbps=300), log)
+    subscribed: asyncio.Queue = asyncio.Queue()
+    watcher = await devices(server.url, room_name, identity="watcher")
+    watcher.on("track_subscribed", lambda t, pub, p: subscribed.put_nowait(t) if pub.kind == "video" else None)
+    for sid in watcher.subscribed_tracks():  # subscribed while it joined
+        if watcher.state.find_track(sid)[1].kind == "video":
+            subscribed.put_nowait(watcher.remote_track(sid))
+    try:
+        track = await asyncio.wait_for(subscribed.get(), 10)
+        receiver = watcher._peer.transceiver_for(track).receiver
+        ssrcs = [s for s, r in receiver.transport._rtp_router.ssrc_table.items() if r is receiver]  # + RTX's
+        delays = []
+        for _ in range(2):
+            await asyncio.sleep(1.5)  # the SFU forwards at most one keyframe request a second
+            requests, keyframes = video.stats()["keyframe_requests"], len(video.keyframe_times)
+            sent = time.monotonic()
+            for ssrc in ssrcs:
+                await receiver._send_rtcp_pli(ssrc)
+            while len(video.keyframe_times) == keyframes and time.monotonic() - sent < 2:
+                await asyncio.sleep(0.005)
+            assert video.stats()["keyframe_requests"] > requests, "the PLI never reached the publisher"
+            assert len(video.keyframe_times) > keyframes, "no keyframe after the PLI"
+            delays.append(video.keyframe_times[keyframes] - sent)
+    finally:
+        await video.close()
+    log.info("PLI to keyframe: %s ms", [round(d * 1000) for d in delays])
+    assert max(delays) < 0.1, f"PLI to keyframe: {[round(d * 1000) for d in delays]} ms"
