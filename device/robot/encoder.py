@@ -144,11 +144,11 @@ class LibX264Encoder:
         self._force = True
 
     def set_bitrate(self, bps: int) -> None:
-        # libavcodec reconfigures x264 in place when bit_rate changes between frames
+        # libavcodec reconfigures x264 in place when bit_rate changes between frames;
+        # the VBV ceiling stays the opening (highest) rate
         self.bitrate = bps
         if self._codec is not None:
             self._codec.bit_rate = bps
-            self._codec.rc_max_rate = bps
 
     def _encode(self, frame: av.VideoFrame) -> list[av.Packet]:
         return list(self._codec.encode(frame))

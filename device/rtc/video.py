@@ -113,19 +113,22 @@ class LocalVideoTrack:
         handle = sender._handle_rtcp_packet
         request_keyframe = sender._send_keyframe
 
+        # the callbacks are the caller's code: one that raises must not end aiortc's
+        # RTCP handling for the transport (no more keyframe requests, no reports)
         async def observed(packet) -> None:
             if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)) and self.on_receiver_report is not None:
                 for r in packet.reports:
                     if r.ssrc == sender._ssrc:
-                        self.on_receiver_report(ReceiverReport(r.fraction_lost / 256.0, r.packets_lost,
-                                                               r.jitter, r.highest_sequence))
+                        report = ReceiverReport(r.fraction_lost / 256.0, r.packets_lost, r.jitter,
+                                                r.highest_sequence)
+                        _guarded(self.on_receiver_report, report)
             await handle(packet)
 
         def keyframe() -> None:
             self.keyframe_requests += 1
             request_keyframe()  # aiortc's encoder, when it encodes
             if self.on_keyframe_request is not None:
-                self.on_keyframe_request()
+                _guarded(self.on_keyframe_request)
 
         sender._handle_rtcp_packet = observed
         sender._send_keyframe = keyframe
@@ -135,6 +138,13 @@ class LocalVideoTrack:
 
     async def unmute(self) -> None:
         await self._room._set_muted(self, False)
+
+
+def _guarded(callback: Callable, *args) -> None:
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("video feedback handler %r failed", callback)
 
 
 class PacketTrack(MediaStreamTrack):

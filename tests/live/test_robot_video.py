@@ -187,3 +187,29 @@ async def test_passthrough_answers_a_pli_with_a_keyframe_within_100_ms(server, r
         await video.close()
     log.info("PLI to keyframe: %s ms", [round(d * 1000) for d in delays])
     assert max(delays) < 0.1, f"PLI to keyframe: {[round(d * 1000) for d in delays]} ms"
+
+
+async def test_uplink_loss_lowers_the_encoders_bitrate(server, room_name, peers, devices):
+    from lkdevice.host_tools.netimpair import Impairment
+
+    peer = await peers("agent", server.url, room_name)
+    dev = await devices(server.url, room_name)
+    video = await start_video(dev, VideoOptions(camera="test", codec="passthrough", width=W, height=H, fps=FPS,
+                                                bitrate_kbps=400), log)
+    try:
+        await video_track_of(peer)
+        with Impairment(server.config.rtc_udp_port, max_seconds=30) as net:
+            await asyncio.sleep(1.5)
+            clean = video.stats()
+            net.loss(50, "up")  # the SFU recovers some by NACK: it reports about a third of this
+            for _ in range(80):
+                await asyncio.sleep(0.1)
+                if video.encoder.bitrate < 0.8 * 400_000:
+                    break
+            lossy = video.stats()
+    finally:
+        await video.close()
+    assert clean["receiver_reports"] >= 1 and clean["bitrate_bps"] == 400_000, clean
+    assert lossy["receiver_reports"] >= clean["receiver_reports"] + 2, lossy
+    assert video.encoder.bitrate < 0.8 * 400_000, lossy
+    assert lossy["bitrate_bps"] == video.encoder.bitrate
