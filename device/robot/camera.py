@@ -114,6 +114,7 @@ class TestPattern:
         self.width, self.height, self.fps = width, height, fps
         self._clock, self._wall = clock, wall
         self.frames = 0
+        self.render_cpu_s = 0.0  # what a real camera would not cost
         self._start: float | None = None
         self._luma = np.full((height, width), 128, dtype=np.uint8)
         self._chroma = np.full((height // 2, width // 2), 128, dtype=np.uint8)
@@ -140,7 +141,9 @@ class TestPattern:
             await asyncio.sleep(due - now)
         elif now - due > 1.0:  # fell far behind (a paused loop): skip ahead, do not burst
             self._start = now - self.frames / self.fps
+        t0 = time.thread_time()
         frame = self.render(self.frames, int(self._wall() * 1000))
+        self.render_cpu_s += time.thread_time() - t0
         frame.pts = int(self.frames * 90000 / self.fps)
         frame.time_base = TIME_BASE
         self.frames += 1

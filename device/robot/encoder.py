@@ -119,6 +119,7 @@ class LibX264Encoder:
         # pts -> (frame index, capture time) of frames inside the encoder (one, at zero latency)
         self._inflight: OrderedDict[int, tuple[int, float]] = OrderedDict()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="x264")
+        self.encode_cpu_s = 0.0  # what a hardware encoder would take off the CPU
 
     def _open(self) -> av.CodecContext:
         c = av.CodecContext.create("libx264", "w")
@@ -151,7 +152,10 @@ class LibX264Encoder:
             self._codec.bit_rate = bps
 
     def _encode(self, frame: av.VideoFrame) -> list[av.Packet]:
-        return list(self._codec.encode(frame))
+        t0 = time.thread_time()
+        packets = list(self._codec.encode(frame))
+        self.encode_cpu_s += time.thread_time() - t0
+        return packets
 
     async def _run(self, sink: Sink) -> None:
         loop = asyncio.get_running_loop()
