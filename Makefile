@@ -18,11 +18,12 @@ test: setup  ## system packages (namespace tools, nftables, libopus), unit tests
 unit:
 	$(PY) -m pytest -q tests/unit
 
-bench: setup  ## join time, audio round trip, gateway latency and capacity, firmware codec and heap (JSON)
+bench: setup  ## join time, audio round trip, gateway latency and capacity, robot video, firmware codec and heap (JSON)
 	host_tools/isolated.sh $(PY) bench/join_time.py
 	host_tools/isolated.sh $(PY) bench/audio_rtt.py
 	host_tools/isolated.sh $(PY) bench/gateway_latency.py
 	host_tools/isolated.sh $(PY) bench/gateway_capacity.py
+	host_tools/isolated.sh $(PY) bench/robot_video.py
 	$(PY) bench/firmware_codec.py
 	host_tools/isolated.sh $(PY) bench/firmware_heap.py
 	@if [ -n "$(MPSRC)" ]; then host_tools/isolated.sh $(PY) bench/firmware_frozen_heap.py "$(MPSRC)"; \
