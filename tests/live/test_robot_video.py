@@ -213,3 +213,36 @@ async def test_uplink_loss_lowers_the_encoders_bitrate(server, room_name, peers,
     assert lossy["receiver_reports"] >= clean["receiver_reports"] + 2, lossy
     assert video.encoder.bitrate < 0.8 * 400_000, lossy
     assert lossy["bitrate_bps"] == video.encoder.bitrate
+
+
+@pytest.fixture
+async def own_server():
+    from lkdevice.host_tools.livekit_server import LocalServer
+
+    from .conftest import server_config
+
+    srv = LocalServer(server_config()).start()
+    yield srv
+    srv.stop()
+
+
+async def test_the_camera_is_published_again_after_a_rejoin(own_server, room_name, peers, devices):
+    """A server restart forces a full rejoin: a new peer connection, the same camera."""
+    dev = await devices(own_server.url, room_name)
+    video = await start_video(dev, VideoOptions(camera="test", codec="passthrough", width=W, height=H, fps=FPS,
+                                                bitrate_kbps=300), log)
+    try:
+        states: asyncio.Queue = asyncio.Queue()
+        dev.on("reconnected", lambda kind: states.put_nowait(kind))
+        await asyncio.sleep(0.5)
+        before = video.frames
+        await asyncio.to_thread(own_server.restart)
+        assert await asyncio.wait_for(states.get(), 30) == "rejoin"
+        peer = await peers("agent", own_server.url, room_name)
+        track, _ = await video_track_of(peer)
+        frames = await decoded(track, 1.0)
+    finally:
+        await video.close()
+    stamps = [s for s in (read_pattern(y) for *_, y in frames) if s is not None]
+    assert len(stamps) >= 0.8 * FPS * 1.0
+    assert min(s.counter for s in stamps) > before  # the camera kept its count: the same source, not a new one
