@@ -89,7 +89,6 @@ class VideoPublisher:
         # test and bench hook: every access unit the camera's encoder produced
         self.tap: Callable[[AccessUnit], None] | None = None
         self._packets: PacketTrack | None = None
-        self._software_bitrate_set = False
 
     async def _start(self) -> None:
         o = self.options
@@ -124,9 +123,6 @@ class VideoPublisher:
 
     def _on_raw_frame(self) -> None:
         self.frames += 1
-        if not self._software_bitrate_set:  # aiortc makes its encoder at the first frame
-            self._software_bitrate_set = self.track is not None and self.track.set_encoder_bitrate(
-                self.controller.target)
 
     def _on_report(self, report: ReceiverReport) -> None:
         self.last_fraction_lost = report.fraction_lost
@@ -151,6 +147,7 @@ class VideoPublisher:
             "receiver_reports": self.controller.reports,
             "fraction_lost": self.last_fraction_lost,
             "keyframe_requests": self.track.keyframe_requests if self.track else 0,
+            "encoder_bitrate_bps": e.bitrate if e else (self.track.encoder_bitrate if self.track else None),
             "access_units": e.packets if e else None,
             "keyframes": e.keyframes if e else None,
             "forced_keyframes": e.forced_keyframes if e else None,

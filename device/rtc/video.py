@@ -53,12 +53,15 @@ class _RelayTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, source: MediaStreamTrack):
+    def __init__(self, source: MediaStreamTrack, on_frame: Callable[[], None]):
         super().__init__()
         self._source = source
+        self._on_frame = on_frame
 
     async def recv(self):
-        return await self._source.recv()
+        frame = await self._source.recv()
+        self._on_frame()
+        return frame
 
 
 class LocalVideoTrack:
@@ -85,27 +88,53 @@ class LocalVideoTrack:
         self.on_keyframe_request: Callable[[], None] | None = None
         self.on_receiver_report: Callable[[ReceiverReport], None] | None = None
         self.keyframe_requests = 0
-        self._rtp = _RelayTrack(track)
         self._sender: RTCRtpSender | None = None
+        self._capped = False
+        self._rtp = _RelayTrack(track, self._after_frame)
 
     @property
     def cid(self) -> str:
         return self._rtp.id
 
     def new_rtp_track(self) -> MediaStreamTrack:
-        self._rtp = _RelayTrack(self.track)
+        self._capped = False
+        self._rtp = _RelayTrack(self.track, self._after_frame)
         return self._rtp
 
     def add_track_fields(self) -> dict:
         return dict(type=models.TrackType.VIDEO, width=self.width, height=self.height)
 
-    def set_encoder_bitrate(self, bps: int) -> bool:
-        """Set aiortc's own encoder's bitrate (the raw-frame path); False if there is none yet."""
+    def _encoder(self):
         encoder = getattr(self._sender, _ENCODER_ATTR, None) if self._sender else None
-        if encoder is None or not hasattr(encoder, "target_bitrate"):
+        return encoder if hasattr(encoder, "target_bitrate") else None
+
+    @property
+    def encoder_bitrate(self) -> int | None:
+        """aiortc's own encoder's bitrate (the raw-frame path), once it has one."""
+        encoder = self._encoder()
+        return None if encoder is None else encoder.target_bitrate
+
+    def set_encoder_bitrate(self, bps: int) -> bool:
+        """Set aiortc's own encoder's bitrate, at most `max_bitrate_kbps` (aiortc
+        keeps its own floor: 250 kb/s VP8, 500 kb/s H.264); False if there is none yet."""
+        encoder = self._encoder()
+        if encoder is None:
             return False
-        encoder.target_bitrate = bps
+        encoder.target_bitrate = min(bps, self.max_bitrate_kbps * 1000)
         return True
+
+    def _clamp(self) -> bool:
+        # aiortc starts its encoder at its own default and follows REMB up: hold our ceiling
+        encoder = self._encoder()
+        if encoder is None:
+            return False
+        if encoder.target_bitrate > self.max_bitrate_kbps * 1000:
+            encoder.target_bitrate = self.max_bitrate_kbps * 1000
+        return True
+
+    def _after_frame(self) -> None:
+        if not self._capped:  # aiortc makes its encoder at the first frame it encodes
+            self._capped = self._clamp()
 
     def attach_sender(self, sender: RTCRtpSender) -> None:
         """Observe this session's sender RTCP; aiortc's own handling still runs."""
@@ -123,6 +152,7 @@ class LocalVideoTrack:
                                                 r.highest_sequence)
                         _guarded(self.on_receiver_report, report)
             await handle(packet)
+            self._clamp()
 
         def keyframe() -> None:
             self.keyframe_requests += 1

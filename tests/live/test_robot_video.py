@@ -74,9 +74,12 @@ async def test_the_peer_decodes_the_camera_at_its_size_and_rate(server, room_nam
         track, pub = await video_track_of(peer)
         assert pub.mime_type.lower() == ("video/vp8" if codec == "vp8" else "video/h264")
         frames = await decoded(track, SECONDS)
+        encoder_bps = video.stats()["encoder_bitrate_bps"]
     finally:
         await video.close()
     assert frames, "no frame decoded"
+    # our ceiling, or aiortc's floor above it (250 kb/s VP8, 500 kb/s H.264)
+    assert encoder_bps <= {"vp8": 300_000, "h264": 500_000, "passthrough": 300_000}[codec], encoder_bps
     sizes = {(w, h) for _, w, h, _ in frames}
     assert sizes == {(W, H)}
     assert len(frames) >= 0.8 * FPS * SECONDS, f"{len(frames)} frames in {SECONDS}s at {FPS} fps"
