@@ -155,6 +155,11 @@ class VideoPublisher:
         }
 
     async def close(self) -> None:
+        if self.track is not None:
+            try:
+                await self.room.unpublish_track(self.track)
+            except Exception as exc:  # a room on its way out: nothing left to unpublish from
+                self.log.debug("could not unpublish the camera: %s", exc)
         if self.encoder is not None:
             await self.encoder.stop()
         elif self.source is not None:

@@ -535,6 +535,25 @@ class Room(EventEmitter):
         self.emit("local_track_published", local)
         return local
 
+    async def unpublish_track(self, local: "LocalAudioTrack | LocalVideoTrack", timeout: float = 5.0) -> None:
+        """Stop publishing `local`: its m-line goes inactive, the others see it unpublished,
+        and a rejoin no longer brings it back. Its source is the caller's to stop."""
+        if local not in self._local_tracks:
+            return
+        self._local_tracks.remove(local)
+        sid, local.sid = local.sid, ""
+        local.published.clear()
+        if self._peer is None or self.connection_state == "disconnected":
+            return
+        rtp = local._rtp
+        for t in self._peer.pc.getTransceivers():
+            if t.sender.track is rtp:
+                t.direction = "inactive"
+                await t.sender.stop()
+        if self.state.local is not None:
+            self.state.local.tracks.pop(sid, None)
+        await self._peer.negotiate()
+
     def _add_sender(self, local) -> None:
         if isinstance(local, LocalVideoTrack):
             self._peer.add_video_sender(local)

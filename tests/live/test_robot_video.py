@@ -204,17 +204,21 @@ async def test_uplink_loss_lowers_the_encoders_bitrate(server, room_name, peers,
         with Impairment(server.config.rtc_udp_port, max_seconds=30) as net:
             await asyncio.sleep(1.5)
             clean = video.stats()
-            net.loss(50, "up")  # the SFU recovers some by NACK: it reports about a third of this
-            for _ in range(80):
+            # the SFU recovers much of it by NACK: its reports alternate 0 % and about 20 %
+            net.loss(50, "up")
+            seen = []
+            for _ in range(100):
                 await asyncio.sleep(0.1)
+                if not seen or seen[-1][0] != video.controller.reports:
+                    seen.append((video.controller.reports, video.last_fraction_lost, video.encoder.bitrate))
                 if video.encoder.bitrate < 0.8 * 400_000:
                     break
             lossy = video.stats()
     finally:
         await video.close()
     assert clean["receiver_reports"] >= 1 and clean["bitrate_bps"] == 400_000, clean
-    assert lossy["receiver_reports"] >= clean["receiver_reports"] + 2, lossy
-    assert video.encoder.bitrate < 0.8 * 400_000, lossy
+    assert lossy["receiver_reports"] > clean["receiver_reports"], lossy
+    assert video.encoder.bitrate < 0.8 * 400_000, seen
     assert lossy["bitrate_bps"] == video.encoder.bitrate
 
 
@@ -249,3 +253,17 @@ async def test_the_camera_is_published_again_after_a_rejoin(own_server, room_nam
     stamps = [s for s in (read_pattern(y) for *_, y in frames) if s is not None]
     assert len(stamps) >= 0.8 * FPS * 1.0
     assert min(s.counter for s in stamps) > before  # the camera kept its count: the same source, not a new one
+
+
+async def test_closing_the_camera_unpublishes_it(server, room_name, peers, devices):
+    peer = await peers("agent", server.url, room_name)
+    dev = await devices(server.url, room_name)
+    video = await start_video(dev, VideoOptions(camera="test", codec="vp8", width=W, height=H, fps=FPS,
+                                                bitrate_kbps=300), log)
+    _, pub = await video_track_of(peer)
+    gone = asyncio.get_running_loop().create_future()
+    peer.room.on("track_unpublished", lambda p, who: gone.done() or gone.set_result(p.sid))
+    await video.close()
+    assert await asyncio.wait_for(gone, 5) == pub.sid
+    assert dev.connection_state == "connected"
+    assert not [t for t in dev._local_tracks if t is video.track]

@@ -66,3 +66,19 @@ def test_a_long_gap_between_reports_is_no_licence_to_jump():
 def test_bounds_are_checked():
     with pytest.raises(ValueError):
         BitrateController(max_bps=100, min_bps=1000)
+
+
+def test_clean_reports_between_lossy_ones_do_not_win_the_rate_back():
+    """livekit-server's reports under steady uplink loss alternate 0 % and ~20 % (the
+    NACKed packets it recovered count as received in the next one)."""
+    c = BitrateController(max_bps=400_000)
+    feed(c, [0.0, 0.21, 0.0, 0.22, 0.0, 0.25, 0.0, 0.0], step=1.1)
+    assert c.target < 0.8 * 400_000
+
+
+def test_growth_resumes_once_the_loss_has_been_gone_a_while():
+    c = BitrateController(max_bps=1_000_000, start_bps=500_000)
+    c.on_report(0.3, 0.0)
+    low = c.bitrate
+    feed(c, [0.0] * 10, start=1.0)
+    assert c.bitrate > low * 1.2
