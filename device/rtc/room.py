@@ -535,9 +535,10 @@ class Room(EventEmitter):
         self.emit("local_track_published", local)
         return local
 
-    async def unpublish_track(self, local: "LocalAudioTrack | LocalVideoTrack", timeout: float = 5.0) -> None:
-        """Stop publishing `local`: its m-line goes inactive, the others see it unpublished,
-        and a rejoin no longer brings it back. Its source is the caller's to stop."""
+    async def unpublish_track(self, local: "LocalAudioTrack | LocalVideoTrack") -> None:
+        """Stop publishing `local`: its m-line goes inactive (aiortc cannot reuse it: each
+        publish after an unpublish adds one), the others see it unpublished, and a rejoin
+        no longer brings it back. Its source is the caller's to stop."""
         if local not in self._local_tracks:
             return
         self._local_tracks.remove(local)
