@@ -233,7 +233,9 @@ class Picamera2Camera(_ThreadedSource):
         from picamera2 import Picamera2  # only on a Pi
 
         self._cam = Picamera2()
-        config = self._cam.create_video_configuration(main={"size": (width, height), "format": "YUV420"},
+        # RGB888 (bgr24 in memory): its rows may be padded, which a slice handles; a
+        # padded YUV420 buffer would need each plane cut out by hand
+        config = self._cam.create_video_configuration(main={"size": (width, height), "format": "RGB888"},
                                                       controls={"FrameRate": fps})
         self._cam.configure(config)
         self._cam.start()
@@ -242,8 +244,9 @@ class Picamera2Camera(_ThreadedSource):
     def _capture(self) -> None:
         try:
             while not self._stop.is_set():
-                array = self._cam.capture_array("main")  # (h * 3 / 2, w) planar I420
-                self._hand_over(av.VideoFrame.from_ndarray(array, format="yuv420p"))
+                array = self._cam.capture_array("main")
+                frame = av.VideoFrame.from_ndarray(array[:, : self.width, :3], format="bgr24")
+                self._hand_over(frame.reformat(format="yuv420p"))
         finally:
             self._cam.stop()
             self._cam.close()
