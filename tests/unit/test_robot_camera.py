@@ -108,3 +108,39 @@ def test_an_explicit_codec_is_kept_and_passthrough_refuses_a_raw_camera():
     assert choose_path(VideoOptions(camera="test", codec="h264"), PI5, False)[0] == "h264"
     with pytest.raises(ValueError):
         choose_path(VideoOptions(camera="v4l2:/dev/video0", codec="passthrough"), PI4, True)
+
+
+class _BurstCamera:
+    """A capture thread that delivers faster than anyone reads, then fails."""
+
+    @staticmethod
+    def make(count: int):
+        from lkdevice.robot.camera import _ThreadedSource
+
+        class Burst(_ThreadedSource):
+            def _capture(self):
+                for i in range(count):
+                    frame = av.VideoFrame(64, 32, "yuv420p")
+                    frame.planes[0].update(bytes([i]) * frame.planes[0].buffer_size)
+                    self._hand_over(frame)
+                raise OSError("unplugged")
+
+        cam = Burst(64, 32, 30)
+        cam._start()
+        return cam
+
+
+async def test_a_threaded_camera_keeps_only_the_newest_frames_and_reports_its_end():
+    import asyncio
+
+    cam = _BurstCamera.make(50)
+    for _ in range(500):  # until the thread has handed everything over and the loop queued it
+        if cam.dropped == 49:
+            break
+        await asyncio.sleep(0.01)
+    newest = await cam.next_frame()
+    assert cam.dropped == 49  # two slots, oldest dropped first: the last frame and the failure are left
+    assert int(luma(newest)[0, 0]) == 49
+    assert newest.pts is not None and newest.time_base.denominator == 90000
+    with pytest.raises(RuntimeError, match="unplugged"):
+        await cam.next_frame()
