@@ -40,17 +40,17 @@ def choose_path(options: VideoOptions, model: str | None, picamera2_installed: b
     if options.codec != "auto":
         if options.codec == "passthrough" and options.camera.startswith("v4l2:"):
             raise ValueError("passthrough needs a camera with an H.264 encoder: picamera2, or test (libx264)")
-        return options.codec, f"video codec {options.codec} (asked for)"
+        return options.codec, f"{options.codec}: asked for"
     soft = SOFTWARE_CODEC
     if options.camera != "picamera2":
-        return soft, f"video: software {soft}: camera {options.camera!r} gives raw frames (no hardware H.264 encoder)"
+        return soft, f"auto: software {soft}: camera {options.camera!r} gives raw frames (no hardware H.264 encoder)"
     if not picamera2_installed:
-        return soft, f"video: software {soft}: picamera2 is not installed"
+        return soft, f"auto: software {soft}: picamera2 is not installed"
     if model is None or "Raspberry Pi" not in model:
-        return soft, f"video: software {soft}: not a Raspberry Pi ({model or 'unknown model'})"
+        return soft, f"auto: software {soft}: not a Raspberry Pi ({model or 'unknown model'})"
     if "Raspberry Pi 5" in model:
-        return soft, f"video: software {soft}: the {model} has no hardware H.264 encoder"
-    return "passthrough", f"video: passthrough: the hardware H.264 encoder of the {model}"
+        return soft, f"auto: software {soft}: the {model} has no hardware H.264 encoder"
+    return "passthrough", f"auto: passthrough: the hardware H.264 encoder of the {model}"
 
 
 class FrameTrack(MediaStreamTrack):
@@ -171,7 +171,7 @@ class VideoPublisher:
 async def start_video(room: Room, options: VideoOptions, log: logging.Logger) -> VideoPublisher:
     """Publish the camera `options` names on `room`; logs which path and why in one line."""
     codec, reason = choose_path(options, device_model(), importlib.util.find_spec("picamera2") is not None)
-    log.info("%s", reason)
+    log.info("video: %s", reason)
     publisher = VideoPublisher(room, options, codec, reason, log)
     try:
         await publisher._start()

@@ -288,3 +288,28 @@ async def test_our_own_client_decodes_the_camera_too(server, room_name, devices)
     stamps = [read_pattern(p.to_ndarray(format="yuv420p")[: p.height]) for p in pictures]
     assert {(p.width, p.height) for p in pictures} == {(W, H)}
     assert sum(s is not None for s in stamps) >= 9
+
+
+async def test_lkdevice_robot_auto_says_why_and_the_peer_reads_the_stamps(server, room_name, peers):
+    """Through the command line: `--video-codec auto` with the test camera picks software VP8
+    (no hardware encoder behind it) and says so in one line."""
+    import signal
+
+    from .conftest import token
+    from .test_robot_app import robot
+
+    agent = await peers("agent", server.url, room_name)
+    proc = await robot("--url", server.url, "--token", token("robot", room_name), "--camera", "test",
+                       "--video-codec", "auto", "--size", f"{W}x{H}", "--fps", str(FPS), "--bitrate", "300",
+                       "--audio", "none")
+    try:
+        track, _ = await video_track_of(agent, "robot")
+        frames = await decoded(track, 1.0, first_within=15)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await proc.finish(10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    lines = [ln for ln in out.splitlines() if "auto: software vp8" in ln]
+    assert len(lines) == 1 and "no hardware H.264 encoder" in lines[0], out
+    assert sum(read_pattern(y) is not None for *_, y in frames) >= 0.8 * FPS
