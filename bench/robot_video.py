@@ -254,12 +254,19 @@ async def send_plis(url: str, room_name: str, identity: str, count: int) -> list
                 break
             await asyncio.sleep(0.05)
         ssrcs = [s for s, r in receiver.transport._rtp_router.ssrc_table.items() if r is receiver]
+
+        async def drain():  # aiortc queues every picture it decodes, read or not
+            while True:
+                await receiver.track.recv()
+
+        drainer = asyncio.ensure_future(drain())
         for _ in range(count):
             await asyncio.sleep(1.3)
             sent.append(time.monotonic())
             for s in ssrcs:
                 await receiver._send_rtcp_pli(s)
         await asyncio.sleep(0.3)
+        drainer.cancel()
     finally:
         await watcher.disconnect()
     return sent

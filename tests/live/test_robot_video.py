@@ -172,6 +172,12 @@ async def test_passthrough_answers_a_pli_with_a_keyframe_within_100_ms(server, r
             subscribed.put_nowait(watcher.remote_track(sid))
     try:
         track = await asyncio.wait_for(subscribed.get(), 10)
+
+        async def drain():  # aiortc queues every picture it decodes, read or not
+            while True:
+                await track.recv()
+
+        drainer = asyncio.ensure_future(drain())
         receiver = watcher._peer.transceiver_for(track).receiver
         ssrcs = [s for s, r in receiver.transport._rtp_router.ssrc_table.items() if r is receiver]  # + RTX's
         delays = []
@@ -186,6 +192,7 @@ async def test_passthrough_answers_a_pli_with_a_keyframe_within_100_ms(server, r
             assert video.stats()["keyframe_requests"] > requests, "the PLI never reached the publisher"
             assert len(video.keyframe_times) > keyframes, "no keyframe after the PLI"
             delays.append(video.keyframe_times[keyframes] - sent)
+        drainer.cancel()
     finally:
         await video.close()
     log.info("PLI to keyframe: %s ms", [round(d * 1000) for d in delays])
