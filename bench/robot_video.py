@@ -255,7 +255,7 @@ async def send_plis(url: str, room_name: str, identity: str, count: int) -> list
             await asyncio.sleep(0.05)
         ssrcs = [s for s, r in receiver.transport._rtp_router.ssrc_table.items() if r is receiver]
 
-        async def drain():  # aiortc queues every picture it decodes, read or not
+        async def drain():  # should aiortc decode pictures, it queues every one, read or not
             while True:
                 await receiver.track.recv()
 

@@ -22,7 +22,6 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from . import ice
 from .data import LOSSY_CHANNEL, RELIABLE_CHANNEL
 from .opus import carry_audio_level
-from .payload_types import renumber_answer
 from .playout import PacketTap, attach
 from .video import codec_preferences
 
@@ -115,8 +114,6 @@ class PeerSession:
         for mid in [m for m, sid in self.mid_to_track_id.items() if sid in moved and m not in mid_to_track_id]:
             del self.mid_to_track_id[mid]  # a track rides one mid: the server moved it here
         self.mid_to_track_id.update(mid_to_track_id)
-        if self.pc.localDescription is not None:
-            sdp = renumber_answer(self.pc.localDescription.sdp, sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         self._route_remote_ssrcs(sdp)
         self._answered_once = True
