@@ -28,6 +28,11 @@ speaker). Per build also `imports`: the heap each firmware module takes when
 imported in boot's order (no network; a gc.collect() before each reading).
 
     host_tools/isolated.sh python bench/firmware_frozen_heap.py /work/mpsrc
+    host_tools/isolated.sh python bench/firmware_frozen_heap.py /work/mpsrc --m32 --run sim-frozen=96K,88K --run frozen+sim=64K,48K
+
+--m32 builds the port 32-bit (gcc-multilib): objects, pointers and GC blocks the
+size an ESP32's are (the pip port is 64-bit: every object word twice as big), so
+`sim-frozen` and `frozen+sim` with --m32 are the nearest figures to a real board.
     host_tools/isolated.sh python bench/firmware_frozen_heap.py /work/mpsrc --run frozen+sim=64K,56K --seconds 30
 
 Exits 0 when every build was built and every session measured (also when a
@@ -86,8 +91,8 @@ def make_flags(source: dict, m32: bool = False) -> list[str]:
     # -march so that the viper modules freeze as native code, as a board's build does.
     # m32: a 32-bit build, whose objects are the size an ESP32's are (4-byte words, not 8)
     flags = ["MICROPY_PY_FFI=0", "MICROPY_PY_BTREE=0", f"MPY_CROSS_FLAGS=-march={'x86' if m32 else 'x64'}"]
-    if m32:
-        flags.append("MICROPY_FORCE_32BIT=1")
+    if m32:  # MicroPython dropped MICROPY_FORCE_32BIT; gcc-multilib's -m32 does it
+        flags += ["CFLAGS_EXTRA=-m32", "LDFLAGS_EXTRA=-m32"]
     if not source["ssl"]:
         flags.append("MICROPY_PY_SSL=0")
     return flags
@@ -120,6 +125,9 @@ def build(src: Path, name: str, source: dict, paths: dict, jobs: int, m32: bool 
     if r.returncode != 0:
         raise RuntimeError(f"build {name} failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
     exe = unix / bdir / "micropython"
+    from lkdevice.host_tools.simulator import native_arch
+    if native_arch(str(exe)) != ("x86" if m32 else "x64"):
+        raise RuntimeError(f"build {name}: {exe} is not a {'32' if m32 else '64'}-bit x86 binary")
     impl = subprocess.run([str(exe), "-c", "import sys; print(sys.implementation._mpy, sys.version)"],
                           capture_output=True, text=True).stdout.split(None, 1)
     return {"name": name, "firmware_frozen": firmware, "sim_frozen": hil, "word_bits": 32 if m32 else 64,
