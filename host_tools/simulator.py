@@ -83,8 +83,10 @@ def compile_flash(flash: Path, exe: str, march: str = "x64") -> None:
         if src.name == "main.py":
             continue  # the board runs main.py as source at boot
         # -s: the name tracebacks show, relative as on a board's flash (an
-        # absolute temporary path would cost the heap a long qstr per module)
-        r = subprocess.run([exe, f"-march={march}", "-O1", "-s", str(src.relative_to(flash)),
+        # absolute temporary path would cost the heap a long qstr per module),
+        # and the file's own name: then it is the same qstr as the module's
+        # __file__, one fewer per module on the heap
+        r = subprocess.run([exe, f"-march={march}", "-O1", "-s", str(src.relative_to(flash).with_suffix(".mpy")),
                             "-o", str(src.with_suffix(".mpy")), str(src)],
                            capture_output=True, text=True)
         if r.returncode != 0:
@@ -244,7 +246,7 @@ class SimulatedDevice:
         self._make_flash()
         self._make_mic()
         self.pins_path.write_text("{}")
-        for p in (self.spk_path, self.stats_path, self.led_path):
+        for p in (self.spk_path, self.stats_path, Path(str(self.stats_path) + ".live"), self.led_path):
             if p.exists():
                 p.unlink()
         self._spawn()
@@ -269,7 +271,9 @@ class SimulatedDevice:
             "LKD_HIL_LED": str(self.led_path),
         })
         env.update(self.extra_env)
-        self.proc = subprocess.Popen([self.exe, "-X", f"heapsize={self.heap}", "main.py"], cwd=self.flash, env=env,
+        # -m main, not the file: running a file puts its absolute directory first on sys.path
+        # (every module's __file__ a long qstr on the heap); a board has "" there
+        self.proc = subprocess.Popen([self.exe, "-X", f"heapsize={self.heap}", "-m", "main"], cwd=self.flash, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      text=True, bufsize=1, errors="replace")
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -339,15 +343,25 @@ class SimulatedDevice:
                 raise TimeoutError(f"no line matching {pattern!r} within {timeout}s; output tail:\n{tail}")
             await asyncio.sleep(0.05)
 
-    def set_pin(self, pin: int, level: int | None) -> None:
-        levels = json.loads(self.pins_path.read_text() or "{}")
-        if level is None:
-            levels.pop(str(pin), None)
+    @staticmethod
+    def _set_control(path: Path, key: str, value) -> None:
+        levels = json.loads(path.read_text() or "{}")
+        if value is None:
+            levels.pop(key, None)
         else:
-            levels[str(pin)] = int(level)
-        tmp = self.pins_path.with_suffix(".tmp")
+            levels[key] = value
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(levels))
-        tmp.replace(self.pins_path)
+        tmp.replace(path)  # a new inode: the sim notices even within the same second
+
+    def set_pin(self, pin: int, level: int | None) -> None:
+        self._set_control(self.pins_path, str(pin), None if level is None else int(level))
+
+    def set_fault(self, name: str, value: str | bool | None) -> None:
+        """A fault made on purpose, at run time (hil/sim/README.md): ("ap", False) drops
+        the access point; ("mic" or "speaker", "stop" or "error") stalls or breaks
+        I2S RX or TX; None clears it."""
+        self._set_control(self.pins_path, name, value)
 
     def press(self, pin: int = 0) -> None:
         """Hold the (active-low) button down."""
@@ -406,10 +420,17 @@ class SimulatedDevice:
         return len(pcm)
 
     def stats(self) -> dict:
+        """hil/sim/README.md: counters, heap peaks and "live": [[ms, bytes], ...]."""
         try:
-            return json.loads(self.stats_path.read_text())
+            st = json.loads(self.stats_path.read_text())
         except (OSError, ValueError):
             return {}
+        try:
+            lines = Path(str(self.stats_path) + ".live").read_text().splitlines()
+        except OSError:
+            lines = []
+        st["live"] = [[int(a), int(b)] for a, b in (l.split() for l in lines if len(l.split()) == 2)]
+        return st
 
     def cleanup(self) -> None:
         if self._own_dir:

@@ -1,4 +1,6 @@
 # Startup: config and board from flash, watchdog, Wi-Fi, audio, session, app.
+# Then the supervision loop: the watchdog is fed only while every long-lived
+# task makes progress (lkd/supervise.py), and Wi-Fi is rejoined when lost.
 
 import asyncio
 import gc
@@ -15,7 +17,7 @@ def _read(path):
 
 
 
-async def _run(cfg, board, wdt):
+def setup(cfg, board):
     from lkd.ui import Led, Button
     led = Led(board["led"])
     led.show("connecting")
@@ -54,9 +56,6 @@ async def _run(cfg, board, wdt):
         log("push_to_talk needs a board with a button; ignored")
     if button:
         dev.muted = True
-    wifi = cfg["wifi"]
-    # everything is built: the parsed config and board files are not needed any more
-    cfg = board = None
     try:
         import app  # user code on flash
         app.setup(dev)
@@ -66,24 +65,73 @@ async def _run(cfg, board, wdt):
             log("app error %r" % e)
     except Exception as e:
         log("app error %r" % e)
+    return dev, led, button, board["shared_pins"]
+
+
+async def _run(cfg, board, wdt, wdt_ms):
+    global setup, _read
+    ssid = cfg["wifi"]["ssid"]
+    password = cfg["wifi"].get("password")
+    dev, led, button, shared = setup(cfg, board)
+    cfg = board = None
+    setup = _read = None  # their code back to the heap: boot keeps only this loop
+    from lkd.supervise import Supervisor
+    from lkd.net import Wifi
+    wifi = Wifi(ssid, password, False)  # joining; None while the link is up
+    dev.wlan = wlan = wifi.wlan
+    sup = Supervisor()
     gc.collect()
-    from lkd import net
-    dev.wlan = await net.join(wifi["ssid"], wifi.get("password"), wdt.feed)
-    net = wifi = None
-    _unload("net")
-    gc.collect()
-    asyncio.create_task(dev.mic.run())
-    asyncio.create_task(dev.speaker.run())
-    asyncio.create_task(dev.run())
+    mic = spk = ses = -1
+    starving = False
     tick = 0
+    # this loop is the LED/button task and the supervisor: if it stalls, nobody feeds the watchdog
     while True:
         await asyncio.sleep_ms(50)
         tick += 1
-        if button:
-            dev.set_muted(not button.pressed())
-        if tick % 5 == 0:
-            wdt.feed()
-            if dev.stopped:
+        try:
+            if button:
+                dev.set_muted(not button.pressed())
+            if tick % 5:
+                continue
+            if wifi is None:
+                if not wlan.isconnected():
+                    dev.net(False)  # drop the session link now
+                    from lkd.net import Wifi
+                    wifi = Wifi(ssid, password, True)
+            elif wifi.poll():
+                wifi = Wifi = None
+                _unload("net")  # its code back to the heap until the next loss
+                dev.net(True)  # reconnect now, not at the end of a backoff
+                if ses < 0:
+                    # the tasks start once Wi-Fi is up; each is watched from then on
+                    task = asyncio.create_task
+                    if shared:  # one I2S peripheral, one direction at a time
+                        mic = spk = sup.add("audio", 2000)
+                        task(dev.mic.run())
+                        task(dev.speaker.run())
+                    else:
+                        mic = sup.add("mic", 2000, task(dev.mic.run()))
+                        spk = sup.add("speaker", 2000, task(dev.speaker.run()))
+                    # the session: received messages, or sent frames when not muted, or a join
+                    # step within its deadline (dev.expect)
+                    ses = sup.add("session", 20000, task(dev.run()))
+                    dev.expect = lambda timeout_ms, what: sup.expect(ses, timeout_ms, what)
+            if ses >= 0:
+                if shared:
+                    sup.count(mic, dev.mic.frames + dev.speaker.frames)
+                else:
+                    sup.count(mic, dev.mic.frames)
+                    sup.count(spk, dev.speaker.frames)
+                if dev.online:
+                    sup.count(ses, dev._last_rx if dev.muted else dev.tx_frames)
+            if sup.poll():
+                wdt.feed()
+            elif not starving:
+                starving = True
+                log("watchdog not fed: reset within %d ms" % wdt_ms)
+            if sup.failed:
+                led.show("error")
+            elif dev.stopped:
                 led.show("stopped")
             elif not dev.online:
                 led.show("connecting")
@@ -96,11 +144,16 @@ async def _run(cfg, board, wdt):
             else:
                 led.show("idle")
             led.tick()
-        if tick % 200 == 0:
-            jb = dev.jb
-            log("stats tx=%d rx=%d played=%d late=%d lost=%d underruns=%d target_ms=%d mic_drops=%d heap_free=%d"
-                % (dev.tx_frames, dev.rx_frames, jb.played, jb.late, jb.lost, jb.underruns, jb.target * 20,
-                   dev.ring.overflows, gc.mem_free()))
+            if tick % 200 == 0:
+                jb = dev.jb
+                log("stats tx=%d rx=%d played=%d late=%d lost=%d underruns=%d target_ms=%d mic_drops=%d heap_free=%d"
+                    % (dev.tx_frames, dev.rx_frames, jb.played, jb.late, jb.lost, jb.underruns, jb.target * 20,
+                       dev.ring.overflows, gc.mem_free()))
+        except Exception as e:
+            # the LED/button code failed: say so once, and feed no more
+            if sup.failed is None:
+                sup.failed = "fault task=ui reason=died error=%r" % e
+                log(sup.failed)
 
 
 def main():
@@ -115,7 +168,8 @@ def main():
     from lkd.codec import IMPL
     log("boot firmware=%s board=%s chip=%s codec=%s codecs=%s"
         % (VERSION, board["name"], board["chip"], cfg["codec"], IMPL))
-    wdt = machine.WDT(timeout=cfg["wdt_ms"])
-    run = _run(cfg, board, wdt)
+    wdt_ms = cfg["wdt_ms"]
+    wdt = machine.WDT(timeout=wdt_ms)
+    run = _run(cfg, board, wdt, wdt_ms)
     cfg = board = None  # _run drops them once the device is built
     asyncio.run(run)

@@ -19,6 +19,11 @@ _RX_TEXT = const(4096)  # our hello.max_text
 _BACKOFF_MIN = const(250)
 _BACKOFF_MAX = const(15000)
 _MAX_PARTICIPANTS = const(16)  # identities kept; agents first
+# how long each step of joining may take before the board is deemed hung
+# (the supervisor stops feeding the watchdog past it); above the steps' own timeouts
+_TOKEN_MS = const(30000)
+_CONNECT_MS = const(30000)  # DNS + TCP (+ TLS) + WebSocket handshake
+_HELLO_MS = const(25000)  # hello -> welcome (20 s wait)
 
 
 class RpcError(Exception):
@@ -106,6 +111,7 @@ class Device:
         self.rx_frames = 0
         self.bad_frames = 0
         self.started = time.ticks_ms()
+        self._wake = asyncio.Event()  # cuts a reconnect backoff short (Wi-Fi is back)
 
     # --- the app API
 
@@ -190,6 +196,18 @@ class Device:
         except (OSError, WsError) as e:
             log("send failed: %r" % e)
             return False
+
+    def expect(self, timeout_ms, what):
+        """This step of joining may take timeout_ms (0: joined; -1: no deadline,
+        not rejoining on purpose). Boot replaces it with the supervisor's, which
+        stops feeding the watchdog past the deadline."""
+
+    def net(self, on):
+        """Wi-Fi came back (reconnect now) or is gone (drop the link now)."""
+        if on:
+            self._wake.set()
+        else:
+            self.ws._fail("wifi connection lost")
 
     def frame_ready(self):
         # the mic committed a frame; wake the sender
@@ -384,13 +402,16 @@ class Device:
 
     async def _connect(self):
         if not self.token and self._token_fetch:
+            self.expect(_TOKEN_MS, "token_url")
             try:
                 self.token = await self._token_fetch()
             finally:
                 _unload("token")  # loaded again for the next fetch
             self._saved[3] = True
         log("connecting url=%s" % self.url)
+        self.expect(_CONNECT_MS, "connect")
         await self.ws.connect(self.url, self._ssl)
+        self.expect(_HELLO_MS, "hello")
         self._last_rx = time.ticks_ms()
         resuming = self.session is not None and \
             time.ticks_diff(time.ticks_ms(), self.dropped_at) < self.grace_ms - 1000
@@ -422,6 +443,7 @@ class Device:
                 log("welcome room=%s identity=%s session=%s grace=%d codec=%s participants=%d"
                     % (self.room, self.identity, self.session, m["grace_s"], m["codec"], len(m["participants"])))
                 self.online = True
+                self.expect(0, None)
                 self._participants(m["participants"])
                 self._emit("welcome", m)
                 return
@@ -429,6 +451,7 @@ class Device:
                 self.jb.reset()
                 log("resumed session=%s participants=%d" % (m["session"], len(m["participants"])))
                 self.online = True
+                self.expect(0, None)
                 self._participants(m["participants"])
                 self._emit("resumed", m)
                 return
@@ -562,6 +585,7 @@ class Device:
                 self.ws.abort()
             if self.stopped:
                 gc.collect()
+                self.expect(-1, "stopped")  # waiting on purpose: no deadline, no reset
                 try:
                     from lkd import stop  # until a new token, a config change or a reset
                     await stop.wait(self)
@@ -584,4 +608,8 @@ class Device:
             delay = min(_BACKOFF_MAX, _BACKOFF_MIN << min(fails - 1, 6))
             delay = delay // 2 + random.getrandbits(12) % (delay // 2 + 1)  # jitter: 50..100 %
             gc.collect()
-            await asyncio.sleep_ms(delay)
+            self.expect(delay + 5000, "reconnect backoff")
+            self._wake.clear()
+            while delay > 0 and not self._wake.is_set():
+                await asyncio.sleep_ms(250)
+                delay -= 250

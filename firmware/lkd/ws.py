@@ -140,10 +140,15 @@ class WebSocket:
         secure, host, port, path = parse_url(url)
         if secure and ssl_ctx is None:
             raise WsError("wss:// needs a CA certificate (config 'ca')")
+        ip = host
+        if not (":" in host or all(c in "0123456789." for c in host)):  # not an IP literal
+            # a name: socket.getaddrinfo in open_connection would block the loop (lkd/dns.py)
+            from lkd.dns import resolve
+            ip, port = await resolve(host, port)
         if secure:
-            coro = asyncio.open_connection(host, port, ssl=ssl_ctx, server_hostname=host)
+            coro = asyncio.open_connection(ip, port, ssl=ssl_ctx, server_hostname=host)
         else:
-            coro = asyncio.open_connection(host, port)
+            coro = asyncio.open_connection(ip, port)
         self.reader, self.writer = await asyncio.wait_for_ms(coro, timeout_ms)
         self.closed = False
         self._reset_queues()

@@ -3,8 +3,13 @@
 # host_tools/simulator.py:
 #   LKD_HIL_MIC    raw 16-bit LE mono PCM played into I2S RX at real time (then silence)
 #   LKD_HIL_SPK    raw 16-bit LE mono PCM written from I2S TX at real time
-#   LKD_HIL_PINS   JSON {"pin": level} control file for input pins (re-read on change)
-#   LKD_HIL_STATS  JSON stats file (heap samples, I2S counters), rewritten every 2 s
+#   LKD_HIL_PINS   JSON control file, re-read on change: input pin levels {"0": 0}, and
+#                  faults made on purpose: {"mic": "stop"} I2S RX stops delivering,
+#                  {"speaker": "stop"} I2S TX stops taking data ("error" instead: their
+#                  reads/writes raise OSError(EIO)); {"ap": false} the access point is
+#                  down (network.py, socket.py)
+#   LKD_HIL_STATS  JSON stats file (I2S counters, heap peaks), rewritten every 5 s; the live
+#                  heap samples are appended to LKD_HIL_STATS + ".live", "<ms> <bytes>" a line
 #   LKD_HIL_NO_PDM, LKD_HIL_NO_MCK: an I2S without PDM_RX / without the mck keyword (stock MicroPython)
 #   LKD_HIL_I2C, LKD_HIL_I2C_LOG: the I2C bus devices and a log of every transfer (see I2C below)
 
@@ -31,12 +36,10 @@ def _now():
 
 
 class _Stats:
-    # Fixed-size records so the measuring does not grow the heap it measures.
+    # The samples go to a file as they are taken: the measuring keeps nothing
+    # on the heap it measures.
     def __init__(self):
-        import array
         self.path = _getenv("LKD_HIL_STATS")
-        self.live = array.array("i", bytes(4 * 2 * 240))  # (t_ms, live bytes) every 5 s: 20 min
-        self.n = 0
         self.peak = 0  # highest gc.mem_alloc() seen (includes garbage not yet collected)
         self.min_free = 1 << 30
         self.counters = {}
@@ -57,11 +60,10 @@ class _Stats:
         self.last_live = now
         # one more automatic-style collection, to read the live heap
         gc.collect()
-        if self.n < 240:
-            self.live[2 * self.n] = now
-            self.live[2 * self.n + 1] = gc.mem_alloc()
-            self.n += 1
+        live = gc.mem_alloc()
         if self.path:
+            with open(self.path + ".live", "a") as f:
+                f.write("%d %d\n" % (now, live))
             self.write()
 
     def write(self):
@@ -72,10 +74,7 @@ class _Stats:
             f.write('{"heap_total": %d, "peak_alloc": %d, "min_free": %d' % (self.heap_total, self.peak, self.min_free))
             for k in self.counters:
                 f.write(', "%s": %d' % (k, self.counters[k]))
-            f.write(', "live": [')
-            for i in range(self.n):
-                f.write('%s[%d, %d]' % (", " if i else "", self.live[2 * i], self.live[2 * i + 1]))
-            f.write("]}")
+            f.write("}")
         os.rename(tmp, self.path)
 
 
@@ -96,7 +95,7 @@ class _PinControl:
         self.mtime = None
         self.checked = -1000
 
-    def level(self, pin):
+    def level(self, key):
         if self.path:
             now = _now()
             if now - self.checked >= 50:
@@ -111,10 +110,10 @@ class _PinControl:
                         self.mtime = m
                 except (OSError, ValueError):
                     pass
-        return self.levels.get(str(pin))
+        return self.levels.get(str(key))
 
 
-_pins = _PinControl()
+_pins = _PinControl()  # pins and faults (machine, network, socket)
 
 
 class Pin:
@@ -258,6 +257,11 @@ class I2S(io.IOBase):
             ret = 0
             if self.line is None:
                 return 0
+            f = self._fault()
+            if f == "stop":
+                return 0  # no DMA interrupt ever comes
+            if f == "error":
+                return arg  # ready: the read or write fails
             if self.mode == I2S.TX:
                 if arg & _POLLOUT and self._queued() < self.ibuf:
                     ret |= _POLLOUT
@@ -271,7 +275,16 @@ class I2S(io.IOBase):
         return 0
 
     # RX: what the microphone heard since the last read, up to len(buf)
+    def _fault(self):
+        # a fault made on purpose by a test, for this direction
+        return _pins.level("speaker" if self.mode == I2S.TX else "mic") if _pins.path else None
+
     def readinto(self, buf):
+        f = self._fault()
+        if f == "error":
+            raise OSError(5)  # EIO
+        if f == "stop":
+            return None
         line = self.line
         due = time.ticks_diff(time.ticks_ms(), line[_T0]) * 16 - line[_POS]
         if due > self.ibuf:
@@ -352,6 +365,11 @@ class I2S(io.IOBase):
             n -= k
 
     def write(self, buf):
+        f = self._fault()
+        if f == "error":
+            raise OSError(5)  # EIO
+        if f == "stop":
+            return None
         line = self.line
         n = min(len(buf) // self.frame_bytes, self.ibuf - self._queued())
         if n <= 0:
