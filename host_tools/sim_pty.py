@@ -148,7 +148,9 @@ class PtyBoard:
         args = [self.exe, "-X", f"heapsize={self.heap}"]
         env = self._env()
         if run_main and (self.flash / "main.py").exists():
-            args.append("main.py")
+            # -m main, not the file: a file puts its absolute directory first on sys.path (each
+            # module's __file__ a long qstr on the heap, and ~18 more qstrs); a board has ""
+            args += ["-m", "main"]
             env["MICROPYINSPECT"] = "1"  # the REPL after main.py ends, as on a board
         bs = self._bs
 

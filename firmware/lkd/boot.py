@@ -168,6 +168,9 @@ def main():
     from lkd.codec import IMPL
     log("boot firmware=%s board=%s chip=%s codec=%s codecs=%s"
         % (VERSION, board["name"], board["chip"], cfg["codec"], IMPL))
+    if cfg["codec"] == "pcm16":
+        _unload("codec")  # pcm16 needs no codec: its code back to the heap
+        _unload("_codec_viper")
     wdt_ms = cfg["wdt_ms"]
     wdt = machine.WDT(timeout=wdt_ms)
     run = _run(cfg, board, wdt, wdt_ms)

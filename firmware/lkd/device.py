@@ -10,7 +10,7 @@ import time
 from micropython import const
 import device_protocol as dp
 from lkd import VERSION
-from lkd import codec as fcodec  # viper mu-law/ADPCM, device_protocol where viper is missing
+fcodec = None  # lkd.codec (viper mu-law/ADPCM, ~1.9 KB of heap): loaded for those codecs only
 from lkd.ws import WebSocket, WsClosed, WsError, OP_TEXT, OP_BINARY
 
 _PING_MS = const(5000)
@@ -77,7 +77,10 @@ class Device:
         self.frame_bytes = n = dp.HEADER_BYTES + payload
         self.ws = ws = WebSocket(rx_limit=_RX_TEXT, tx_max=dp.MAX_BINARY_FRAME)
         # the encoder writes each frame straight into the socket's audio slot
-        self.enc = fcodec.FrameEncoder(codec, ws.tx_payload(n))
+        global fcodec
+        if codec != dp.CODEC_PCM16 and fcodec is None:
+            from lkd import codec as fcodec
+        self.enc = (fcodec or dp).FrameEncoder(codec, ws.tx_payload(n))
         # the jitter buffer keeps frames encoded, slots sized for the negotiated codec
         self.jb_slot_bytes = payload
         self._rx_frame = ws.rxmv[:n]
@@ -233,7 +236,7 @@ class Device:
         except Exception:
             rssi = None
         return json.dumps({"board": self.board["name"], "chip": self.board["chip"], "firmware": VERSION,
-                           "codec": dp.CODEC_NAMES[self.codec], "codec_implementation": fcodec.IMPL,
+                           "codec": dp.CODEC_NAMES[self.codec], "codec_implementation": fcodec.IMPL if fcodec else None,
                            "heap_free": gc.mem_free(),
                            "heap_alloc": gc.mem_alloc(), "rssi": rssi,
                            "uptime_s": time.ticks_diff(time.ticks_ms(), self.started) // 1000,

@@ -34,8 +34,10 @@ async def fetch(url, ssl_ctx, key=None, timeout_ms=10000):
         secure, host, port, path = parse_url(url.replace("http", "ws", 1))
         if secure and ssl_ctx is None:
             raise WsClosed(0, "an https token_url needs 'ca', the CA certificate file on flash")
-        from lkd.dns import resolve  # a name without blocking the loop; an IP literal as it is
-        ip, port = await w4(resolve(host, port))
+        ip = host
+        if not (":" in host or all(c in "0123456789." for c in host)):
+            from lkd.dns import resolve  # a name, without blocking the loop
+            ip, port = await w4(resolve(host, port))
         r, w = await w4(asyncio.open_connection(ip, port, ssl=ssl_ctx if secure else None,
                                                 server_hostname=host if secure else None))
         dev = binascii.hexlify(machine.unique_id()).decode()

@@ -147,8 +147,10 @@ def compile_firmware(chip: str, mpy_cross: str) -> list[FlashFile]:
                 continue
             target = Path(tmp) / (dest[:-3] + ".mpy")
             target.parent.mkdir(parents=True, exist_ok=True)
-            # -s: the name tracebacks show, as on the board's flash
-            r = subprocess.run([mpy_cross, f"-march={arch}", "-O1", "-s", dest, "-o", str(target), str(src)],
+            # -s: the name tracebacks show, as on the board's flash: the .mpy's own, the same
+            # qstr as the module's __file__ (one fewer per module on the board's heap)
+            r = subprocess.run([mpy_cross, f"-march={arch}", "-O1", "-s", dest[:-3] + ".mpy", "-o", str(target),
+                                str(src)],
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise BoardToolError(f"mpy-cross {dest}: {(r.stderr or r.stdout).strip()}")
