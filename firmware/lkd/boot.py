@@ -17,7 +17,7 @@ def _read(path):
 
 
 
-def setup(cfg, board):
+async def setup(cfg, board, wdt):
     from lkd.ui import Led, Button
     led = Led(board["led"])
     led.show("connecting")
@@ -72,7 +72,7 @@ async def _run(cfg, board, wdt, wdt_ms):
     global setup, _read
     ssid = cfg["wifi"]["ssid"]
     password = cfg["wifi"].get("password")
-    dev, led, button, shared = setup(cfg, board)
+    dev, led, button, shared = await setup(cfg, board, wdt)
     cfg = board = None
     setup = _read = None  # their code back to the heap: boot keeps only this loop
     from lkd.supervise import Supervisor
