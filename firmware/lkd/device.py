@@ -423,10 +423,24 @@ class Device:
                      "codec": dp.CODEC_NAMES[self.codec]}
         else:
             self.session = None
-            first = {"t": "hello", "v": dp.PROTOCOL_VERSION, "token": self.token,
+            first = {"t": "hello", "v": dp.PROTOCOL_VERSION,
                      "codec": dp.CODEC_NAMES[self.codec], "max_text": _RX_TEXT, "muted": self.muted,
                      "device": {"board": self.board["name"], "firmware": VERSION}}
-        self.ws.send_text(json.dumps(first), True)
+            tok = self.token
+            plain = True
+            for c in memoryview(tok):  # bytes: a quote, a backslash, a control char need escaping
+                if c == 34 or c == 92 or c < 32:
+                    plain = False
+            if not plain:
+                first["token"] = tok  # (a JWT never does)
+            else:
+                # the token goes into the frame as it is, not through json.dumps:
+                # its ~550 bytes once, not three times
+                first = memoryview(json.dumps(first))
+                self.ws.send_text(first[:-1], True, b', "token": "', tok, b'"}')  # bytes: no qstrs
+                first = None
+        if first is not None:
+            self.ws.send_text(json.dumps(first), True)
         first = None
         while True:
             op = await asyncio.wait_for_ms(self.ws.recv(), 20000)

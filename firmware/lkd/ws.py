@@ -234,14 +234,24 @@ class WebSocket:
         self._txpay[0:n] = frame
         return self.send_tx(n)
 
-    def send_text(self, text, essential=False):
-        """Queue a text message. An essential one (an rpc_result, hello) gets
-        out or the link is declared broken; others are dropped when the queue
-        is full (False)."""
-        b = text.encode() if isinstance(text, str) else text
-        return self._queue(OP_TEXT, b, len(b), essential)
+    def send_text(self, text, essential=False, *args):
+        """Queue a text message: text and then each of `args` (str or bytes),
+        copied straight into the frame (no joined or encoded copy: a hello
+        with its token would be three 500-byte blocks at once on the heap).
+        An essential one (an rpc_result, hello) gets out or the link is
+        declared broken; others are dropped when the queue is full (False)."""
+        if self.closed:
+            return False
+        parts = [memoryview(text)]  # a str's UTF-8 bytes, not copied
+        for p in args:
+            parts.append(memoryview(p))
+        n = 0
+        for p in parts:
+            n += len(p)
+        return self._queue(OP_TEXT, parts, n, essential)
 
     def _queue(self, op, payload, n, essential):
+        # payload: buffers of n bytes in all
         if self.closed:
             return False
         if 8 + n > _CTL_BYTES:
@@ -262,7 +272,10 @@ class WebSocket:
             self._fail("send queue full of essential messages")
             return False
         buf = bytearray(8 + ((n + 3) & ~3))
-        buf[8:8 + n] = payload[:n]
+        i = 8
+        for p in payload:
+            buf[i:i + len(p)] = p
+            i += len(p)
         s = _header(buf, op, n)
         mask(buf, n)
         fr = memoryview(buf)[s:8 + n]
@@ -352,7 +365,7 @@ class WebSocket:
                 cmv = self._ctlmv[8:]
                 await self._read(cmv[:ln], ln)
                 if opcode == _OP_PING:
-                    self._queue(_OP_PONG, cmv, ln, True)  # the gateway drops a link that misses a pong
+                    self._queue(_OP_PONG, (cmv[:ln],), ln, True)  # the gateway drops a link that misses a pong
                 elif opcode == _OP_CLOSE:
                     code = (self._ctl[8] << 8 | self._ctl[9]) if ln >= 2 else 1005
                     reason = bytes(self._ctl[10:8 + ln]).decode() if ln > 2 else ""
