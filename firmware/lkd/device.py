@@ -349,8 +349,11 @@ class Device:
         elif t == "token":
             self.token = m["token"]  # newest token, for the next hello
             log("token refreshed")
-            from lkd import config  # loaded again only for this (its qstrs exist since boot)
-            config.keep(self)
+            try:
+                from lkd import config  # loaded again only for this (its qstrs exist since boot)
+                config.keep(self)
+            except MemoryError as e:  # kept for the next hello all the same; not worth the link
+                log("token not saved: %r" % e)
             _unload("config")
             self._emit("token", self.token)
         elif t == "pong":

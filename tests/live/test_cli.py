@@ -85,9 +85,11 @@ async def test_gateway_and_simulated_esp32_as_a_user_runs_them(server, room_name
         track, _, who = await agent.expect("track_subscribed", timeout=20)
         assert who.identity == "esp32"
         frames = await agent.record(track, 2.0)
-        assert tone_frames(frames, 48000, 440) >= 0.9 * 100
+        heard = tone_frames(frames, 48000, 440)
         stdout, _ = await asyncio.wait_for(sim.communicate(), 30)
         player.cancel()
+        # the board's console says why, when the tone fell short (heap, reconnects)
+        assert heard >= 0.9 * 100, stdout.decode()
     finally:
         for p in (sim, gateway):
             if p is not None and p.returncode is None:

@@ -262,3 +262,34 @@ def test_a_refreshed_token_is_kept_on_flash_when_half_used_and_preferred_at_boot
     assert out["after_newer"] is True and out["after_much_newer"] is True and out["in_memory"] is True
     assert out["origin_is_a_digest"] is True
     assert out["reprovisioned"] is True  # a new config.json token: the saved one is not its descendant
+
+
+CLAIMS = """
+import json
+from lkd import config
+print(json.dumps([list(config._claims(t)) for t in %r]))
+"""
+
+
+def test_the_claims_are_read_wherever_they_fall_in_a_long_token():
+    """The payload is decoded in pieces (a refresh must not copy the whole token at
+    once): nbf and exp are read right at every position against the pieces."""
+    import base64
+
+    def jwt(payload: bytes) -> str:
+        b64 = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+        return "eyJhbGciOiJIUzI1NiJ9." + b64 + ".c2ln"
+
+    tokens, want = [], []
+    for pad in range(0, 80):  # nbf and exp shift across piece boundaries
+        meta = "x" * pad
+        body = '{"meta": "%s", "nbf": 1764633600, "sub": "b", "exp": 1764634200, "video": {"room": "r"}}' % meta
+        tokens.append(jwt(body.encode()))
+        want.append([1764633600, 1764634200])
+    tokens.append(jwt(b'{"sub": "b", "exp": 17646342'))  # the number ends with the payload
+    want.append([0, 17646342])
+    tokens.append("not.a-jwt")
+    want.append([0, 0])
+    tokens.append("no-dots-at-all")
+    want.append([0, 0])
+    assert run_mp(CLAIMS % (tokens,)) == want
