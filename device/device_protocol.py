@@ -18,8 +18,6 @@ import json
 from array import array
 
 PROTOCOL_VERSION = const(1)
-SAMPLE_RATE = const(16000)
-FRAME_MS = const(20)
 FRAME_SAMPLES = const(320)
 PCM_FRAME_BYTES = const(640)
 
@@ -35,48 +33,28 @@ HEADER_BYTES = const(8)
 MAX_BINARY_FRAME = const(648)
 
 # Limits on control messages (bytes of UTF-8 JSON, or characters of a field).
-MAX_TEXT_FRAME = const(16384)
-MIN_DEVICE_TEXT = const(1024)
-DEFAULT_DEVICE_TEXT = const(4096)
-MAX_TOKEN = const(8192)
-MAX_TOPIC = const(128)
-MAX_IDENTITY = const(256)
-MAX_METHOD = const(64)
-MAX_PAYLOAD = const(15360)
-MAX_ID = const(64)
-MAX_REASON = const(256)
-MAX_DESTINATIONS = const(16)
-MAX_ATTRIBUTES = const(32)
-MAX_ATTRIBUTE = const(1024)
+# Private here (const: folded, no qstr and no global on a board); CPython gets
+# their public names, and the names only the gateway uses, from
+# _protocol_names.py (imported at the end).
+_MAX_TEXT_FRAME = const(16384)
+_MIN_DEVICE_TEXT = const(1024)
+_DEFAULT_DEVICE_TEXT = const(4096)
+_MAX_TOKEN = const(8192)
+_MAX_TOPIC = const(128)
+_MAX_IDENTITY = const(256)
+_MAX_METHOD = const(64)
+_MAX_PAYLOAD = const(15360)
+_MAX_ID = const(64)
+_MAX_REASON = const(256)
+_MAX_DESTINATIONS = const(16)
+_MAX_ATTRIBUTES = const(32)
+_MAX_ATTRIBUTE = const(1024)
 
 # Error codes carried by {"t": "error"}.
 E_MALFORMED = "malformed"
 E_TOO_LARGE = "too_large"
 E_BAD_FRAME = "bad_frame"
-E_OUT_OF_ORDER = "out_of_order"
-E_VERSION = "unsupported_version"
 E_CODEC = "unsupported_codec"
-E_STATE = "unexpected"
-E_TOKEN = "token_rejected"
-E_UNREACHABLE = "livekit_unreachable"
-E_SESSION = "unknown_session"
-E_RATE = "rate_limited"
-E_RPC = "rpc_failed"
-E_DATA = "data_failed"
-E_INTERNAL = "internal"
-E_FULL = "gateway_full"
-
-# WebSocket close codes the gateway uses (4000-4999 are the application's).
-CLOSE_NORMAL = const(1000)
-CLOSE_PROTOCOL = const(4400)
-CLOSE_TOKEN = const(4401)
-CLOSE_SESSION = const(4404)
-CLOSE_REPLACED = const(4409)
-CLOSE_TOO_LARGE = const(4413)
-CLOSE_UNREACHABLE = const(4502)
-CLOSE_LEFT = const(4000)
-CLOSE_RESTART = const(1012)
-CLOSE_FULL = const(1013)  # "try again later"
 
 
 class ProtocolError(ValueError):
@@ -453,20 +431,20 @@ def _device_messages():
     # Messages a device sends. Built on first use (module __getattr__): only
     # the gateway validates them, so the firmware never pays for this table.
     return {
-        "hello": ("v", _I, 0, True, "token", _S, MAX_TOKEN, True, "codec", _S, 8, True,
+        "hello": ("v", _I, 0, True, "token", _S, _MAX_TOKEN, True, "codec", _S, 8, True,
                   "max_text", _I, 0, False, "device", _D, 8, False, "muted", _B, 0, False),
-        "resume": ("v", _I, 0, True, "session", _S, MAX_ID, True, "key", _S, MAX_ID, True,
+        "resume": ("v", _I, 0, True, "session", _S, _MAX_ID, True, "key", _S, _MAX_ID, True,
                    "codec", _S, 8, False),
-        "data": ("topic", _S, MAX_TOPIC, False, "text", _S, MAX_PAYLOAD, False,
-                 "b64", _S, MAX_PAYLOAD * 4 // 3 + 4, False, "to", _L, MAX_DESTINATIONS, False,
+        "data": ("topic", _S, _MAX_TOPIC, False, "text", _S, _MAX_PAYLOAD, False,
+                 "b64", _S, _MAX_PAYLOAD * 4 // 3 + 4, False, "to", _L, _MAX_DESTINATIONS, False,
                  "reliable", _B, 0, False),
-        "rpc": ("id", _S, MAX_ID, True, "to", _S, MAX_IDENTITY, True, "method", _S, MAX_METHOD, True,
-                "payload", _S, MAX_PAYLOAD, False, "timeout_ms", _I, 0, False),
-        "rpc_result": ("id", _S, MAX_ID, True, "payload", _S, MAX_PAYLOAD, False, "error", _E, 0, False),
+        "rpc": ("id", _S, _MAX_ID, True, "to", _S, _MAX_IDENTITY, True, "method", _S, _MAX_METHOD, True,
+                "payload", _S, _MAX_PAYLOAD, False, "timeout_ms", _I, 0, False),
+        "rpc_result": ("id", _S, _MAX_ID, True, "payload", _S, _MAX_PAYLOAD, False, "error", _E, 0, False),
         "mute": ("muted", _B, 0, True),
-        "attributes": ("attributes", _D, MAX_ATTRIBUTES, True),
+        "attributes": ("attributes", _D, _MAX_ATTRIBUTES, True),
         "ping": ("id", _I, 0, False),
-        "leave": ("reason", _S, MAX_REASON, False),
+        "leave": ("reason", _S, _MAX_REASON, False),
     }
 
 
@@ -479,26 +457,26 @@ def __getattr__(name):
 
 # Messages the gateway sends.
 GATEWAY_MESSAGES = {
-    "welcome": ("v", _I, 0, True, "session", _S, MAX_ID, True, "key", _S, MAX_ID, True,
+    "welcome": ("v", _I, 0, True, "session", _S, _MAX_ID, True, "key", _S, _MAX_ID, True,
                 "grace_s", _I, 0, True, "codec", _S, 8, True, "room", _O, 0, True,
                 "me", _O, 0, True, "participants", _LO, 0, True, "truncated", _O, 0, False),
-    "resumed": ("session", _S, MAX_ID, True, "participants", _LO, 0, True, "truncated", _O, 0, False),
+    "resumed": ("session", _S, _MAX_ID, True, "participants", _LO, 0, True, "truncated", _O, 0, False),
     "joined": ("p", _O, 0, True, "truncated", _O, 0, False),
-    "left": ("identity", _S, MAX_IDENTITY, True, "reason", _S, MAX_REASON, False),
-    "attributes": ("identity", _S, MAX_IDENTITY, True, "changed", _D, MAX_ATTRIBUTES, True),
-    "agent_state": ("identity", _S, MAX_IDENTITY, True, "state", _S, 32, True),
+    "left": ("identity", _S, _MAX_IDENTITY, True, "reason", _S, _MAX_REASON, False),
+    "attributes": ("identity", _S, _MAX_IDENTITY, True, "changed", _D, _MAX_ATTRIBUTES, True),
+    "agent_state": ("identity", _S, _MAX_IDENTITY, True, "state", _S, 32, True),
     "speakers": ("identities", _L, 64, True),
-    "data": ("from", _S, MAX_IDENTITY, False, "topic", _S, MAX_TOPIC, False, "text", _S, MAX_PAYLOAD, False,
-             "b64", _S, MAX_PAYLOAD * 4 // 3 + 4, False),
-    "rpc": ("id", _S, MAX_ID, True, "from", _S, MAX_IDENTITY, True, "method", _S, MAX_METHOD, True,
-            "payload", _S, MAX_PAYLOAD, False, "timeout_ms", _I, 0, False),
-    "rpc_result": ("id", _S, MAX_ID, True, "payload", _S, MAX_PAYLOAD, False, "error", _E, 0, False),
-    "token": ("token", _S, MAX_TOKEN, True),
+    "data": ("from", _S, _MAX_IDENTITY, False, "topic", _S, _MAX_TOPIC, False, "text", _S, _MAX_PAYLOAD, False,
+             "b64", _S, _MAX_PAYLOAD * 4 // 3 + 4, False),
+    "rpc": ("id", _S, _MAX_ID, True, "from", _S, _MAX_IDENTITY, True, "method", _S, _MAX_METHOD, True,
+            "payload", _S, _MAX_PAYLOAD, False, "timeout_ms", _I, 0, False),
+    "rpc_result": ("id", _S, _MAX_ID, True, "payload", _S, _MAX_PAYLOAD, False, "error", _E, 0, False),
+    "token": ("token", _S, _MAX_TOKEN, True),
     "pong": ("id", _I, 0, False),
     "dropped": ("what", _S, 32, True, "size", _I, 0, False, "count", _I, 0, False),
-    "error": ("code", _S, 32, True, "message", _S, MAX_REASON * 2, True, "fatal", _B, 0, True,
-              "seq", _I, 0, False, "id", _S, MAX_ID, False),
-    "leave": ("reason", _S, MAX_REASON, True),
+    "error": ("code", _S, 32, True, "message", _S, _MAX_REASON * 2, True, "fatal", _B, 0, True,
+              "seq", _I, 0, False, "id", _S, _MAX_ID, False),
+    "leave": ("reason", _S, _MAX_REASON, True),
 }
 
 
@@ -519,7 +497,7 @@ def _check_field(t, name, kind, limit, value):
             ok = isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= MAX_RPC_CODE
             for k in ("message", "data"):
                 v = value.get(k, "")
-                if not isinstance(v, str) or len(v) > MAX_PAYLOAD:
+                if not isinstance(v, str) or len(v) > _MAX_PAYLOAD:
                     ok = False
     elif kind == _LO:
         ok = isinstance(value, list)
@@ -531,14 +509,14 @@ def _check_field(t, name, kind, limit, value):
         ok = isinstance(value, list) and len(value) <= limit
         if ok:
             for item in value:
-                if not isinstance(item, str) or len(item) > MAX_IDENTITY:
+                if not isinstance(item, str) or len(item) > _MAX_IDENTITY:
                     ok = False
     elif kind == _D:
         ok = isinstance(value, dict) and len(value) <= limit
         if ok:
             for k in value:
                 v = value[k]
-                if not isinstance(k, str) or not isinstance(v, str) or len(k) > MAX_IDENTITY or len(v) > MAX_ATTRIBUTE:
+                if not isinstance(k, str) or not isinstance(v, str) or len(k) > _MAX_IDENTITY or len(v) > _MAX_ATTRIBUTE:
                     ok = False
     if not ok:
         raise ProtocolError(E_MALFORMED, "%s: field %r is not a valid %s" % (t, name, _kind_name(kind)))
@@ -588,7 +566,7 @@ def validate(msg, schema):
     return t
 
 
-def decode_message(text, schema, limit=MAX_TEXT_FRAME):
+def decode_message(text, schema, limit=_MAX_TEXT_FRAME):
     """Parse one text frame (str or UTF-8 bytes) and validate it."""
     if len(text) > limit:
         raise ProtocolError(E_TOO_LARGE, "text frame of %d bytes exceeds the %d-byte limit" % (len(text), limit))
@@ -613,3 +591,14 @@ def error_message(code, message, fatal, seq=None, id=None):
     if id is not None:
         msg["id"] = id
     return msg
+
+
+try:
+    import micropython  # noqa: F401
+except ImportError:  # CPython: the limits under their public names, the other error codes, the close codes
+    for _k in [k for k in globals() if k.startswith("_MAX_") or k.endswith("_DEVICE_TEXT")]:
+        globals()[_k[1:]] = globals()[_k]
+    if __package__:  # lkdevice.device_protocol
+        from ._protocol_names import *  # noqa: E402,F401,F403
+    else:  # on sys.path as the board has it (tests that run the firmware's modules on CPython)
+        from _protocol_names import *  # noqa: E402,F401,F403
