@@ -61,11 +61,12 @@ _INFO = ("import sys\n"
 
 # First, and short (the board compiles it in what heap the interrupted firmware
 # left): when our firmware ran, hold its watchdog off and give its heap back (its
-# tasks live on in asyncio's queue, its modules in sys.modules); prints whether it ran.
+# tasks live on in asyncio's queue, its modules in sys.modules, the task that ran
+# last in asyncio.core.cur_task, which new_event_loop() keeps); prints whether it ran.
 _HOLD = ("import sys\nr='lkd.boot' in sys.modules\nif r:\n import machine,asyncio,gc\n"
          " machine.WDT(timeout=%d).feed()\n asyncio.new_event_loop()\n"
          " for n in [n for n in sys.modules if n[:4]=='lkd.' or n in ('lkd','main','app','device_protocol')]:\n"
-         "  del sys.modules[n]\n gc.collect()\nprint(r)" % HOLD_MS)
+         "  del sys.modules[n]\n asyncio.core.cur_task=None\n gc.collect()\nprint(r)" % HOLD_MS)
 
 # sha256 of each path, or None when it does not exist; one round trip for all
 _HASHES = ("import hashlib,binascii\n"
