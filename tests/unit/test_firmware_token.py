@@ -1,5 +1,5 @@
 """The firmware's token_url fetch (lkd/token.py) and the refreshed token it
-keeps on flash (lkd/config.py), on the MicroPython unix port, against
+keeps on flash (lkd/keep.py), on the MicroPython unix port, against
 host_tools' token server and against raw sockets that misbehave on purpose."""
 
 from __future__ import annotations
@@ -219,7 +219,8 @@ def write_config():
     with open("config.json", "w") as f:
         json.dump({"wifi": {"ssid": "x"}, "gateway": "ws://127.0.0.1:9/v1/device", "token": cfg_token}, f)
 
-out = {"claims": list(config._claims(saved)), "bad": list(config._claims("not.a-jwt"))}
+from lkd.keep import _claims
+out = {"claims": list(_claims(saved)), "bad": list(_claims("not.a-jwt"))}
 write_config()
 c = config.load("config.json", "refresh_token.json")
 out["first_boot"] = [c["token"] == cfg_token, c["_saved"][3]]
@@ -266,8 +267,8 @@ def test_a_refreshed_token_is_kept_on_flash_when_half_used_and_preferred_at_boot
 
 CLAIMS = """
 import json
-from lkd import config
-print(json.dumps([list(config._claims(t)) for t in %r]))
+from lkd.keep import _claims
+print(json.dumps([list(_claims(t)) for t in %r]))
 """
 
 
