@@ -164,6 +164,7 @@ def main():
     boards = configs = None
     _unload("board")
     _unload("config")
+    _unload("keep")  # loaded again at a token refresh
     gc.collect()
     from lkd.codec import IMPL
     log("boot firmware=%s board=%s chip=%s codec=%s codecs=%s"

@@ -12,7 +12,6 @@ import device_protocol as dp
 from lkd import VERSION
 fcodec = None  # lkd.codec (viper mu-law/ADPCM, ~1.9 KB of heap): loaded for those codecs only
 from lkd.ws import WebSocket, WsClosed, WsError, OP_TEXT, OP_BINARY
-from lkd.keep import keep  # a refreshed token on flash
 
 _PING_MS = const(5000)
 _SILENT_MS = const(15000)  # the gateway answers pings; this long without a byte: dead link
@@ -351,9 +350,11 @@ class Device:
             self.token = m["token"]  # newest token, for the next hello
             log("token refreshed")
             try:
+                from lkd.keep import keep  # loaded for this only; small pieces of code (not config.py's)
                 keep(self)
             except MemoryError as e:  # kept for the next hello all the same; not worth the link
                 log("token not saved: %r" % e)
+            _unload("keep")
             self._emit("token", self.token)
         elif t == "pong":
             pass

@@ -1,7 +1,7 @@
 # A refreshed token kept on flash (refresh_token.json), and the claims read
-# from a token. Its own small module, loaded at boot and kept: the session must
-# not load config.py (its load() is one 550-byte block of code) at a refresh,
-# when the heap may hold no such block in one piece.
+# from a token. Its own small module, loaded at a refresh and dropped after: it
+# was config.py's, whose load() is one 550-byte block of code, and a session's
+# heap may hold no such block in one piece.
 
 import json
 
