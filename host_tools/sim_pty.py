@@ -37,7 +37,7 @@ import time
 import tty
 from pathlib import Path
 
-from .simulator import SimulatorError, compile_flash, micropython_binary, mpy_cross_binary, parse_heap, repo_paths
+from .simulator import DEFAULT_HEAP, SimulatorError, compile_flash, micropython_binary, mpy_cross_binary, parse_heap, repo_paths
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
@@ -71,7 +71,7 @@ def _nonblocking(fd: int) -> None:
 class PtyBoard:
     """One simulated board: a flash directory (kept across resets) and its console on `port`."""
 
-    def __init__(self, workdir: str | os.PathLike | None = None, *, heap: str = "128K",
+    def __init__(self, workdir: str | os.PathLike | None = None, *, heap: str = DEFAULT_HEAP,
                  env: dict[str, str] | None = None, play: bytes = b""):
         self.paths = repo_paths()
         self.exe = micropython_binary()

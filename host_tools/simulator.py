@@ -94,6 +94,14 @@ def compile_flash(flash: Path, exe: str, march: str = "x64") -> None:
         src.unlink()
 
 
+# The simulated board's heap on the pip port, which is 64-bit: every object word, pointer and GC
+# block is twice an ESP32's, and hil/sim's machine/network (C on a board) sit on this heap too.
+# The same firmware's full session works in 88K (48K frozen) on a 32-bit build with the stand-ins
+# frozen (bench/firmware_frozen_heap.py --m32); here it peaks at ~116 KB, so 128K left it a few
+# hundred bytes of contiguous space (MemoryErrors at 350-850 B in loaded CI runs).
+DEFAULT_HEAP = "136K"
+
+
 def parse_heap(heap: str | int) -> str:
     s = str(heap).strip().upper()
     if not re.fullmatch(r"\d+[KM]?", s):
@@ -132,7 +140,7 @@ class SimulatedDevice:
     def __init__(self, gateway: str, token: str | None = None, *, board: str = "sim", codec: str = "pcm16",
                  play: str | np.ndarray | None = None, identity: str | None = None, app: str | None = None,
                  app_source: str | None = None, ca: str | None = None, push_to_talk: bool = False,
-                 half_duplex: bool = False, heap: str = "128K", volume: int = 100, token_url: str | None = None,
+                 half_duplex: bool = False, heap: str = DEFAULT_HEAP, volume: int = 100, token_url: str | None = None,
                  config: dict | None = None, echo: bool = False, workdir: str | None = None,
                  wdt_ms: int = 10000, precompile: bool = True, micropython: str | None = None,
                  mpy_cross: str | None = None, frozen_firmware: bool = False, frozen_hil: bool = False,

@@ -22,7 +22,8 @@ def add_parsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--play", help="WAV file (any rate) or tone:FREQ[:SECONDS] for the microphone")
     p.add_argument("--record", help="write the speaker output here (WAV, 16 kHz mono)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
-    p.add_argument("--heap", default="128K", help="MicroPython heap size (default 128K)")
+    p.add_argument("--heap", default="136K",
+                   help="MicroPython heap size (default 136K: the unix port is 64-bit, objects twice an ESP32's)")
     p.add_argument("--identity", default="esp32-sim", help="identity for the embedded dev token (no --gateway)")
     p.add_argument("--room", default="lkdevice-demo", help="room for the embedded dev token (no --gateway)")
     p.add_argument("--app", help="a user app.py to put on the simulated flash")

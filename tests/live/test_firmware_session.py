@@ -35,10 +35,6 @@ async def sims():
     made: list[SimulatedDevice] = []
 
     def make(url: str, tok: str | None, **kw) -> SimulatedDevice:
-        # 136K, not 128K: merged, this session's firmware work sits at the 128K edge of the
-        # 64-bit port (a MemoryError, recovered by a resume, in 1 of 3 full runs); issue 8
-        # tracks the cut. test_sixty_seconds_in_128k_heap_flat keeps measuring 128K.
-        kw.setdefault("heap", "136K")
         dev = SimulatedDevice(url, tok, **kw).start()
         made.append(dev)
         return dev

@@ -23,10 +23,6 @@ async def sims():
     made: list[SimulatedDevice] = []
 
     def make(url: str, room: str, identity: str = "esp32", **kw) -> SimulatedDevice:
-        # 136K, not 128K: merged, this session's firmware work sits at the 128K edge of the
-        # 64-bit port (a MemoryError, recovered by a resume, in 1 of 3 full runs); issue 8
-        # tracks the cut. test_sixty_seconds_in_128k_heap_flat keeps measuring 128K.
-        kw.setdefault("heap", "136K")
         dev = SimulatedDevice(url, token(identity, room, ttl=600), **kw).start()
         made.append(dev)
         return dev
@@ -172,11 +168,9 @@ async def test_gateway_restart_device_joins_again(server, sims, peers, room_name
         del gw2
 
 
-async def test_sixty_seconds_in_128k_heap_flat(server, gateway, sims, peers, room_name):
+async def test_sixty_seconds_in_the_default_heap_flat(server, gateway, sims, peers, room_name):
     peer = await peers("agent", server.url, room_name)
-    # 136K: the merged firmware no longer fits 128K on the 64-bit port (a MemoryError at
-    # 555 bytes in a full run); issue 8 tracks the cut back to 128K
-    dev = sims(gateway.url, room_name, play=sine(440, 120), heap="136K")
+    dev = sims(gateway.url, room_name, play=sine(440, 120))  # host_tools/simulator.py DEFAULT_HEAP
     await dev.wait_line(r"\[lkd\] welcome ", 20)
     playing = await peer.publish_tone(1000)
     try:
@@ -190,7 +184,7 @@ async def test_sixty_seconds_in_128k_heap_flat(server, gateway, sims, peers, roo
     st = dev.stats()
     live = [b for t, b in st["live"] if t >= 15000]  # after warm-up
     assert len(live) >= 9, st
-    assert st["heap_total"] <= 136 * 1024  # the heap asked for (-X heapsize), not more
+    assert st["heap_total"] <= 136 * 1024  # the heap asked for (-X heapsize, DEFAULT_HEAP), not more
     assert max(live) - min(live) <= 2048, f"live heap not flat after warm-up: {live}"
     assert not dev.errors()
 
