@@ -20,6 +20,7 @@ import pytest
 from lkdevice.host_tools.livekit_server import DEV_API_KEY, DEV_API_SECRET
 from lkdevice.host_tools.token_server import DeviceEntry, TokenServer, TokenServerConfig
 from lkdevice.host_tools.tokens import mint_token
+from tests.jwt_shapes import unsigned_jwt
 
 ROOT = Path(__file__).resolve().parents[2]
 MP = shutil.which("micropython")
@@ -213,7 +214,7 @@ KEEP = """
 import json, os
 from lkd import config
 from lkd.device import Device
-cfg_token, saved, newer, much_newer = %r, %r, %r, %r
+cfg_token, saved, newer, much_newer, reprovisioned = %r, %r, %r, %r, %r
 
 def write_config():
     with open("config.json", "w") as f:
@@ -237,7 +238,7 @@ out["after_much_newer"] = config.load("config.json", "refresh_token.json")["toke
 out["in_memory"] = dev.token == much_newer
 with open("refresh_token.json") as f:
     out["origin_is_a_digest"] = cfg_token not in f.read().split('"from"')[1]
-cfg_token = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjF9.re-provisioned"
+cfg_token = reprovisioned
 write_config()
 out["reprovisioned"] = config.load("config.json", "refresh_token.json")["token"] == cfg_token
 print(json.dumps(out))
@@ -254,7 +255,8 @@ def test_a_refreshed_token_is_kept_on_flash_when_half_used_and_preferred_at_boot
     saved = tok(now, 600)  # 10 minutes, as LiveKit's refresh tokens
     newer = tok(now + 120, 600)
     much_newer = tok(now + 301, 600)
-    out = run_mp(KEEP % (cfg_token, saved, newer, much_newer), cwd=tmp_path)
+    reprovisioned = unsigned_jwt({"exp": 1}, b"re-provisioned")  # long expired, and not the saved one's origin
+    out = run_mp(KEEP % (cfg_token, saved, newer, much_newer, reprovisioned), cwd=tmp_path)
     assert out["claims"][0] == int(now) and abs(out["claims"][1] - (now + 600)) <= 1
     assert out["bad"] == [0, 0]
     assert out["first_boot"] == [True, True]
@@ -275,11 +277,8 @@ print(json.dumps([list(_claims(t)) for t in %r]))
 def test_the_claims_are_read_wherever_they_fall_in_a_long_token():
     """The payload is decoded in pieces (a refresh must not copy the whole token at
     once): nbf and exp are read right at every position against the pieces."""
-    import base64
-
     def jwt(payload: bytes) -> str:
-        b64 = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
-        return "eyJhbGciOiJIUzI1NiJ9." + b64 + ".c2ln"
+        return unsigned_jwt(payload)
 
     tokens, want = [], []
     for pad in range(0, 80):  # nbf and exp shift across piece boundaries

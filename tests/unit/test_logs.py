@@ -9,9 +9,9 @@ import pytest
 from websockets.frames import Frame, Opcode
 
 from lkdevice.rtc.logs import RedactSecrets, frame_summary, websocket_logger
+from tests.jwt_shapes import unsigned_jwt
 
-TOKEN = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJlc3AzMiIsInZpZGVvIjp7InJvb20iOiJyIn19"
-         ".c2lnbmF0dXJlLXRoYXQtbXVzdC1uZXZlci1iZS1sb2dnZWQ")
+TOKEN = unsigned_jwt({"sub": "esp32", "video": {"room": "r"}}, b"signature-that-must-never-be-logged")
 SIGNATURE = TOKEN.rsplit(".", 1)[1]
 KEY = "resume-key-0123456789abcdefghij"
 

@@ -10,8 +10,9 @@ import socket
 
 from lkdevice.robot.service import JsonFormatter, Notifier, WatchdogClock, setup_logging
 from lkdevice.robot.tokens import StaticToken  # noqa: F401  (imports without a sound card or camera)
+from tests.jwt_shapes import unsigned_jwt
 
-TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJyb2JvdCJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+TOKEN = unsigned_jwt({"sub": "robot"}, b"signature-signature")
 
 
 def test_notify_reaches_a_socket_by_path(tmp_path):
