@@ -188,8 +188,8 @@ class PacketTrack(MediaStreamTrack):
 
     def __init__(self, limit: int = 8, request_keyframe: Callable[[], None] | None = None):
         super().__init__()
-        self._queue: asyncio.Queue[av.Packet] = asyncio.Queue()
-        self._limit = limit
+        # full: put() drops the backlog and waits for a keyframe (the class docstring)
+        self._queue: asyncio.Queue[av.Packet] = asyncio.Queue(maxsize=limit)
         self._awaiting_keyframe = False
         self.request_keyframe = request_keyframe
         self.dropped = 0
@@ -201,7 +201,7 @@ class PacketTrack(MediaStreamTrack):
             self.dropped += 1
             return
         self._awaiting_keyframe = False
-        if self._queue.qsize() >= self._limit:
+        if self._queue.full():
             self.dropped += self._queue.qsize()
             while not self._queue.empty():
                 self._queue.get_nowait()
