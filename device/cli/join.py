@@ -6,10 +6,10 @@ import asyncio
 import sys
 import time
 
-from ..rtc.audio import tone
 from ..rtc.errors import LiveKitError
 from ..rtc.room import Room, RoomOptions
-from ..rtc.wavfile import WavWriter, dominant_frequency, read_wav, wav_chunks
+from ..rtc.wavfile import WavWriter, dominant_frequency, read_wav
+from ..robot.audio import mic_source
 
 DEMO_ROOM = "lkdevice-demo"
 
@@ -53,11 +53,8 @@ def _print_events(room: Room, started: float) -> None:
 
 
 def _source(play: str | None):
-    if not play:
-        return None
-    if play.startswith("tone:"):
-        return tone(float(play.split(":", 1)[1]), sample_rate=48000)
-    return wav_chunks(play)
+    # the robot's --play, but a file is played once
+    return mic_source(play, loop=False) if play else None
 
 
 async def _record(room: Room, path: str, stop: asyncio.Event) -> int:

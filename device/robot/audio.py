@@ -233,15 +233,15 @@ class NoAudio(AudioBackend):
     pass
 
 
-def mic_source(spec: str, rate: int = 48000) -> AsyncIterator[AudioChunk]:
-    """`tone:FREQ` or a 16-bit WAV file (looped), as chunks for the microphone."""
+def mic_source(spec: str, rate: int = 48000, *, loop: bool = True) -> AsyncIterator[AudioChunk]:
+    """`tone:FREQ` or a 16-bit WAV file (looped unless `loop` is false), as chunks for the microphone."""
     if spec.startswith("tone:"):
         try:
             freq = float(spec.split(":", 1)[1])
         except ValueError:
             raise ValueError(f"--play {spec!r}: tone:FREQ takes a frequency in Hz, e.g. tone:440") from None
         return tone(freq, sample_rate=rate)
-    return wav_chunks(spec, loop=True)
+    return wav_chunks(spec, loop=loop)
 
 
 class WavAudio(AudioBackend):
