@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
@@ -65,6 +66,7 @@ _MARCH = {1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7em"
           8: "armv7emdp", 9: "xtensa", 10: "xtensawin", 11: "rv32imc"}
 
 
+@functools.lru_cache(maxsize=8)  # one question per binary, not one per simulated boot
 def native_arch(micropython: str) -> str:
     """The -march a binary's viper code needs: x64 for the pip port, x86 for a 32-bit build."""
     r = subprocess.run([micropython, "-c", "import sys; print(sys.implementation._mpy)"],
