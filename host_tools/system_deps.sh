@@ -9,6 +9,7 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v nft >/dev/null || need+=(nftables)         # lossy-network tests drop packets in the namespace
 [[ -x /usr/sbin/sshd ]] || need+=(openssh-server)     # tests/live/test_deploy.py: the Pi's sshd, in the namespace,
 command -v sudo >/dev/null || need+=(sudo)            # and its user's passwordless sudo (as Pi OS's first user)
+command -v espeak-ng >/dev/null || need+=(espeak-ng)   # the offline voice agent's TTS, and the demo's spoken question
 # opuslib (playout's Opus decoder) loads the system libopus; without it playout falls back to PyAV
 { ldconfig -p 2>/dev/null || true; } | grep 'libopus\.so\.0' >/dev/null || need+=(libopus0)
 ((${#need[@]})) || exit 0
