@@ -4,7 +4,8 @@ One module per subcommand group: `join` (join, echo), `server` (server, token,
 token-server), `gateway`, `sim` (the simulated ESP32, from the host tools),
 `board` (install, provision, monitor), `flash` and `doctor`: the board tools,
 from host_tools.board; `deploy` (the robot onto a Pi as a service, from host_tools.deploy);
-`robot`, the Pi robot app (device/robot/).
+`robot`, the Pi robot app (device/robot/); `agent`, the offline voice agent
+(host_tools.agent).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import sys
 
 from .. import __version__
-from . import board, deploy, doctor, flash, gateway, join, robot, server, sim
+from . import agent, board, deploy, doctor, flash, gateway, join, robot, server, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_parsers(sub)
     deploy.add_parsers(sub)
     robot.add_parsers(sub)
+    agent.add_parsers(sub)
     return p
 
 

@@ -37,7 +37,8 @@ def _token(args) -> int:
 
     key = os.environ.get("LIVEKIT_API_KEY", DEV_API_KEY)
     secret = os.environ.get("LIVEKIT_API_SECRET", DEV_API_SECRET)
-    print(mint_token(key, secret, identity=args.identity, room=args.room, ttl=args.ttl, name=args.name or ""))
+    print(mint_token(key, secret, identity=args.identity, room=args.room, ttl=args.ttl, name=args.name or "",
+                     agent_name=args.agent or None))
     return 0
 
 
@@ -85,6 +86,8 @@ def add_parsers(sub) -> None:
     t.add_argument("--identity", required=True)
     t.add_argument("--name")
     t.add_argument("--ttl", type=float, default=6 * 3600)
+    t.add_argument("--agent", metavar="NAME", help="dispatch this named agent when the join creates the room "
+                                                   "(e.g. lkdevice-agent, the offline voice agent)")
     t.set_defaults(run=_token)
 
     ts = sub.add_parser("token-server", help="serve tokens to boards configured with token_url "

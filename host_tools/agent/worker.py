@@ -1,0 +1,133 @@
+"""`lkdevice agent`: the offline voice agent as a LiveKit Agents worker.
+
+A worker registers with the server and is dispatched by name (a device's token
+asks for it in its room configuration). Each job runs an `AgentSession` made of
+Silero VAD, PocketSphinx STT, eSpeak NG TTS and the rule-based `Brain` in the
+Agent's `llm_node`, or, with `echo`, replays what it heard when the user stops.
+
+Nothing here reaches out: turn detection is the VAD's (no turn-detector model),
+interruption is VAD-based (not the adaptive detector, which calls a cloud
+model), no inference gateway, no telemetry exporter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+DEFAULT_AGENT_NAME = "lkdevice-agent"
+log = logging.getLogger("lkdevice.agent")
+
+
+class AgentDependencyMissing(RuntimeError):
+    """The agent extra or espeak-ng is not installed."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    url: str
+    api_key: str
+    api_secret: str
+    agent_name: str = DEFAULT_AGENT_NAME
+    echo: bool = False
+    # silence after speech before the user's turn ends: the main part of the response time
+    endpointing_s: float = 0.4
+    # the worker's health-check HTTP server: loopback, any free port
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    # jobs in their own processes (LiveKit's default) or threads of the worker's (lighter, for tests)
+    job_threads: bool = False
+
+    def __repr__(self) -> str:  # the secret never reaches a log
+        return f"AgentConfig(url={self.url!r}, agent_name={self.agent_name!r}, echo={self.echo})"
+
+
+def _imports():
+    try:
+        from livekit import agents  # noqa: F401
+        from livekit.plugins import silero  # noqa: F401
+    except ImportError as e:
+        raise AgentDependencyMissing(
+            f"the voice agent needs the agent extra ({e.name} is missing): pip install 'lkdevice[agent]'") from None
+
+
+def _prewarm(proc, config: AgentConfig) -> None:
+    from livekit.plugins import silero
+
+    proc.userdata["config"] = config
+    # Silero's model ships in the plugin: loaded once per process, not per call
+    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=config.endpointing_s / 2)
+
+
+async def _entrypoint(ctx) -> None:
+    config: AgentConfig = ctx.proc.userdata["config"]
+    vad = ctx.proc.userdata["vad"]
+    if config.echo:
+        from .echo import run_echo
+
+        await run_echo(ctx, vad)
+        return
+    from livekit.agents import AgentSession
+
+    from .brain import PHRASES, Brain
+    from .espeak_tts import ESpeakTTS
+    from .sphinx_stt import SphinxSTT
+    from .voice import DeviceAgent, NoModel
+
+    await ctx.connect()
+    session = AgentSession(
+        vad=vad,
+        stt=SphinxSTT(PHRASES),
+        tts=ESpeakTTS(),
+        llm=NoModel(),
+        turn_handling={
+            "turn_detection": "vad",
+            "endpointing": {"min_delay": config.endpointing_s, "max_delay": 3.0},
+            "interruption": {"enabled": True, "mode": "vad", "min_duration": 0.4},
+            "preemptive_generation": {"enabled": False},
+        },
+        # the STT is not streaming: AgentSession wraps it with the VAD
+        user_away_timeout=None,
+    )
+    agent = DeviceAgent(Brain(), ctx.room)
+    await session.start(agent=agent, room=ctx.room)
+    await session.say("Hello. I am listening.", allow_interruptions=True)
+
+
+def build_server(config: AgentConfig):
+    """The AgentServer for `config`, not yet running."""
+    _imports()
+    from livekit.agents import AgentServer, JobExecutorType
+
+    server = AgentServer(
+        ws_url=config.url,
+        api_key=config.api_key,
+        api_secret=config.api_secret,
+        host=config.http_host,
+        port=config.http_port,
+        job_executor_type=JobExecutorType.THREAD if config.job_threads else JobExecutorType.PROCESS,
+        num_idle_processes=1,
+        setup_fnc=functools.partial(_prewarm, config=config),
+        initialize_process_timeout=60.0,
+        shutdown_process_timeout=5.0,
+        log_level="WARN",
+    )
+    server.rtc_session(_entrypoint, agent_name=config.agent_name)
+    return server
+
+
+async def serve(config: AgentConfig, on_registered: Callable[[str], Any] | None = None) -> None:
+    """Run the worker until cancelled. `on_registered(worker_id)` once the server has it."""
+    # LiveKit Agents reads these too (its job processes inherit them); nothing else goes out
+    os.environ.setdefault("LIVEKIT_URL", config.url)
+    server = build_server(config)
+    if on_registered is not None:
+        server.on("worker_registered", lambda worker_id, info: on_registered(worker_id))
+    try:
+        await server.run(devmode=True)
+    finally:
+        await asyncio.shield(server.aclose())
