@@ -29,6 +29,7 @@ def mint_token(
     attributes: dict[str, str] | None = None,
     agent_name: str | None = None,
     kind: str | None = None,
+    hidden: bool = False,
 ) -> str:
     now = time.time()
     claims: dict[str, Any] = {
@@ -46,6 +47,8 @@ def mint_token(
             "canUpdateOwnMetadata": can_update_own_metadata,
         },
     }
+    if hidden:  # an observer: in the room, unseen by the others (and never an agent's user)
+        claims["video"]["hidden"] = True
     if name:
         claims["name"] = name
     if metadata:

@@ -37,7 +37,8 @@ def _agent(args) -> int:
         return 2
     logging.getLogger("lkdevice.agent").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     config = AgentConfig(url=url, api_key=key, api_secret=secret, agent_name=args.agent_name, echo=args.echo,
-                         endpointing_s=args.endpointing, job_threads=args.threads)
+                         endpointing_s=args.endpointing, job_threads=args.threads,
+                         greeting=args.greeting)
     mode = "echo" if args.echo else "voice"
 
     def registered(worker_id: str) -> None:
@@ -70,8 +71,10 @@ def add_parsers(sub) -> None:
     a.add_argument("--agent-name", default=DEFAULT_AGENT_NAME,
                    help=f"the name tokens dispatch (default {DEFAULT_AGENT_NAME})")
     a.add_argument("--echo", action="store_true", help="replay what it hears when the user stops speaking")
-    a.add_argument("--endpointing", type=float, default=0.4, metavar="SECONDS",
-                   help="silence that ends the user's turn (default 0.4)")
+    a.add_argument("--endpointing", type=float, default=0.3, metavar="SECONDS",
+                   help="more silence, after the VAD's 0.25 s, that ends the user's turn (default 0.3)")
+    a.add_argument("--greeting", default="Hello. I am listening.",
+                   help="what it says when a device joins (\"\" for nothing)")
     a.add_argument("--threads", action="store_true",
                    help="run jobs in threads of this process, not in their own processes (lighter)")
     a.set_defaults(run=_agent)

@@ -79,9 +79,9 @@ def number_words(n: int) -> str:
 def time_words(t: time.struct_time) -> str:
     hour = t.tm_hour % 12 or 12
     if t.tm_min == 0:
-        return f"It is {number_words(hour)} o'clock."
+        return f"The time is {number_words(hour)} o'clock."
     minute = number_words(t.tm_min) if t.tm_min >= 10 else f"oh {number_words(t.tm_min)}"
-    return f"It is {number_words(hour)} {minute}."
+    return f"The time is {number_words(hour)} {minute}."
 
 
 def normalize(heard: str) -> str:

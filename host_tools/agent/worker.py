@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 DEFAULT_AGENT_NAME = "lkdevice-agent"
+# silence the VAD needs to call speech ended; the turn ends endpointing_s later
+_VAD_SILENCE_S = 0.25
 log = logging.getLogger("lkdevice.agent")
 
 
@@ -34,8 +36,10 @@ class AgentConfig:
     api_secret: str
     agent_name: str = DEFAULT_AGENT_NAME
     echo: bool = False
+    # said when a device joins; "" for none
+    greeting: str = "Hello. I am listening."
     # silence after speech before the user's turn ends: the main part of the response time
-    endpointing_s: float = 0.4
+    endpointing_s: float = 0.3
     # the worker's health-check HTTP server: loopback, any free port
     http_host: str = "127.0.0.1"
     http_port: int = 0
@@ -60,7 +64,7 @@ def _prewarm(proc, config: AgentConfig) -> None:
 
     proc.userdata["config"] = config
     # Silero's model ships in the plugin: loaded once per process, not per call
-    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=config.endpointing_s / 2)
+    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=_VAD_SILENCE_S)
 
 
 async def _entrypoint(ctx) -> None:
@@ -95,7 +99,9 @@ async def _entrypoint(ctx) -> None:
     )
     agent = DeviceAgent(Brain(), ctx.room)
     await session.start(agent=agent, room=ctx.room)
-    await session.say("Hello. I am listening.", allow_interruptions=True)
+    if config.greeting:
+        await ctx.wait_for_participant()
+        session.say(config.greeting, allow_interruptions=True)
 
 
 def build_server(config: AgentConfig):

@@ -30,9 +30,9 @@ def test_robot_phrases_become_rpc_calls(heard, method, payload):
 
 def test_the_time_is_said_in_words():
     brain = Brain(clock=lambda: at(19, 42))
-    assert brain.answer("what time is it").say == "It is seven forty two."
-    assert time_words(at(0, 5)) == "It is twelve oh five."
-    assert time_words(at(13, 0)) == "It is one o'clock."
+    assert brain.answer("what time is it").say == "The time is seven forty two."
+    assert time_words(at(0, 5)) == "The time is twelve oh five."
+    assert time_words(at(13, 0)) == "The time is one o'clock."
 
 
 def test_what_it_did_not_understand_is_repeated_back():
