@@ -13,6 +13,7 @@ import pytest
 
 from lkdevice.host_tools.agent.espeak_tts import (
     ESPEAK_RATE,
+    MAX_AHEAD_S,
     ESpeakError,
     ESpeakMissing,
     ESpeakTTS,
@@ -24,6 +25,7 @@ from lkdevice.host_tools.agent.espeak_tts import (
 
 pytest.importorskip("livekit.agents")
 from livekit.agents import APIError  # noqa: E402
+from livekit.agents import tts as agents_tts  # noqa: E402
 
 SENTENCE = "Turn on the kitchen light, please."
 # punctuated like a reply: espeak-ng speaks it clause by clause
@@ -141,6 +143,41 @@ async def test_cancelling_mid_synthesis_kills_and_reaps_espeak_ng():
     assert espeak_children() == [], f"left behind: {running}"
     assert heard / ESPEAK_RATE < 120  # it stopped early, not after the whole text
     await tts.aclose()
+
+
+async def test_a_long_reply_is_held_at_most_max_ahead_of_real_time():
+    tts = ESpeakTTS()
+    heard = 0
+    stream = tts.synthesize(LONG * 4)  # 160 s of speech, made in well under a second
+    t0 = time.perf_counter()
+    async for ev in stream:
+        heard += ev.frame.samples_per_channel
+        if time.perf_counter() - t0 > 1.0:
+            break
+    await stream.aclose()
+    # espeak-ng waits on its pipe instead of filling memory with the whole reply
+    assert MAX_AHEAD_S <= heard / ESPEAK_RATE <= MAX_AHEAD_S + 10
+    assert espeak_children() == []
+    await tts.aclose()
+
+
+async def test_the_agent_sessions_sentence_adapter_speaks_every_sentence():
+    # AgentSession wraps a non-streaming TTS in a StreamAdapter: one synthesize per sentence
+    adapter = agents_tts.StreamAdapter(tts=ESpeakTTS())
+    stream = adapter.stream()
+    stream.push_text("Hello there. I turned on the kitchen light. ")
+    stream.push_text("Anything else?")
+    stream.end_input()
+    chunks = []
+    async for ev in stream:
+        assert (ev.frame.sample_rate, ev.frame.num_channels) == (ESPEAK_RATE, 1)
+        chunks.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
+    await stream.aclose()
+    await adapter.aclose()
+    one, _, _, _ = await synthesize(ESpeakTTS(), "I turned on the kitchen light.")
+    pcm = np.concatenate(chunks)
+    assert len(pcm) > 1.5 * len(one)
+    assert voiced_seconds(pcm, ESPEAK_RATE) >= 1.0
 
 
 async def test_a_bad_voice_is_a_clear_error_not_a_hang():
