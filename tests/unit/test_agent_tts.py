@@ -137,9 +137,11 @@ async def test_cancelling_mid_synthesis_kills_and_reaps_espeak_ng():
     running = espeak_children()
     # also: the first audio came out while espeak-ng was still synthesizing
     assert running, "espeak-ng had already ended: this would not test cancellation"
+    t0 = time.perf_counter()
     task.cancel()  # what an interruption does to the agent's speech task
     done, _ = await asyncio.wait([task], timeout=5)
     assert done and task.cancelled(), "the cancelled synthesis did not end"
+    print(f"\nespeak-ng TTS: cancel to process reaped {(time.perf_counter() - t0) * 1000:.1f} ms")
     assert espeak_children() == [], f"left behind: {running}"
     assert heard / ESPEAK_RATE < 120  # it stopped early, not after the whole text
     await tts.aclose()
