@@ -38,7 +38,7 @@ def _agent(args) -> int:
     logging.getLogger("lkdevice.agent").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     config = AgentConfig(url=url, api_key=key, api_secret=secret, agent_name=args.agent_name, echo=args.echo,
                          endpointing_s=args.endpointing, job_threads=args.threads,
-                         greeting=args.greeting)
+                         greeting=args.greeting, log_level="DEBUG" if args.verbose else "WARN")
     mode = "echo" if args.echo else "voice"
 
     def registered(worker_id: str) -> None:

@@ -135,7 +135,7 @@ async def _run(cfg, board, wdt, wdt_ms):
                 led.show("stopped")
             elif not dev.online:
                 led.show("connecting")
-            elif dev.speaker.active or dev.agent_state == "speaking":
+            elif dev.agent_speaking():
                 led.show("speaking")
             elif dev.agent_state == "thinking":
                 led.show("thinking")

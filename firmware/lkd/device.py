@@ -276,6 +276,12 @@ class Device:
         log("rpc_result id=%s %s" % (rid, "error=%s" % res["error"]["code"] if "error" in res else "ok"))
         self._send(res, True)  # the caller waits for it: it gets out or the link is given up
 
+    def agent_speaking(self):
+        # an agent's own state wins over the speaker: a LiveKit Agents session keeps its
+        # track sending between turns, so "frames arrive" does not mean "it speaks"
+        s = self.agent_state
+        return s == "speaking" if s else self.speaker.active
+
     def _set_agent_state(self, identity, state):
         self.agent_state = state
         log("agent_state agent=%s state=%s" % (identity, state))
@@ -507,7 +513,7 @@ class Device:
                 pcm = ring.readable()
                 if pcm is None:
                     break
-                gated = self.muted or (self.mic_gate and (self.agent_state == "speaking" or self.speaker.active))
+                gated = self.muted or (self.mic_gate and self.agent_speaking())
                 if gated and not self.muted:
                     pcm[:] = self.jb.zero  # half duplex: keep time, send silence
                 if not self.muted:

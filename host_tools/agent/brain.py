@@ -19,8 +19,9 @@ from typing import Callable
 
 COLORS = ("red", "green", "blue", "white", "yellow", "orange", "purple", "pink")
 DIRECTIONS = ("forward", "backward", "left", "right")
-# how long one spoken "move" drives: the robot's watchdog stops it after its own limit anyway
-MOVE_MS = 1000
+# how long one spoken "move" drives: within the robot app's default command watchdog (0.5 s), which
+# stops a move nobody renews; a voice command is said once
+MOVE_MS = 500
 # LiveKit's RPC error codes the brain tells apart
 _UNSUPPORTED_METHOD = 1400
 _NO_RESPONSE = (1401, 1501, 1502, 1503)  # recipient not found, connection or response timeout, gone

@@ -45,6 +45,9 @@ class AgentConfig:
     http_port: int = 0
     # jobs in their own processes (LiveKit's default) or threads of the worker's (lighter, for tests)
     job_threads: bool = False
+    log_level: str = "WARN"  # LiveKit Agents' own logging
+    # sessions at once; the next device waits for the server to find another worker
+    max_jobs: int = 8
 
     def __repr__(self) -> str:  # the secret never reaches a log
         return f"AgentConfig(url={self.url!r}, agent_name={self.agent_name!r}, echo={self.echo})"
@@ -104,6 +107,16 @@ async def _entrypoint(ctx) -> None:
         session.say(config.greeting, allow_interruptions=True)
 
 
+# livekit-server hands a job only to a worker whose reported load is under 0.7 (its target load)
+_SERVER_TARGET_LOAD = 0.7
+
+
+def _load(server, max_jobs: int) -> float:
+    """Load as sessions out of `max_jobs`, not the machine's CPU: LiveKit Agents' default reports CPU
+    use, and on a busy 2-core host that passes 0.7 and the server stops dispatching while idle."""
+    return min(1.0, _SERVER_TARGET_LOAD * len(server.active_jobs) / max_jobs)
+
+
 def build_server(config: AgentConfig):
     """The AgentServer for `config`, not yet running."""
     _imports()
@@ -118,9 +131,10 @@ def build_server(config: AgentConfig):
         job_executor_type=JobExecutorType.THREAD if config.job_threads else JobExecutorType.PROCESS,
         num_idle_processes=1,
         setup_fnc=functools.partial(_prewarm, config=config),
+        load_fnc=functools.partial(_load, max_jobs=config.max_jobs),
         initialize_process_timeout=60.0,
         shutdown_process_timeout=5.0,
-        log_level="WARN",
+        log_level=config.log_level,
     )
     server.rtc_session(_entrypoint, agent_name=config.agent_name)
     return server

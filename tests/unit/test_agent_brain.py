@@ -13,10 +13,10 @@ def at(hour: int, minute: int) -> time.struct_time:
 
 
 @pytest.mark.parametrize("heard,method,payload", [
-    ("move forward", "move", {"direction": "forward", "duration_ms": 1000}),
-    ("go back", "move", {"direction": "backward", "duration_ms": 1000}),
-    ("turn left", "move", {"direction": "left", "duration_ms": 1000}),
-    ("Turn RIGHT.", "move", {"direction": "right", "duration_ms": 1000}),
+    ("move forward", "move", {"direction": "forward", "duration_ms": 500}),
+    ("go back", "move", {"direction": "backward", "duration_ms": 500}),
+    ("turn left", "move", {"direction": "left", "duration_ms": 500}),
+    ("Turn RIGHT.", "move", {"direction": "right", "duration_ms": 500}),
     ("stop", "stop", {}),
     ("set the light to red", "set_led", {"color": "red"}),
     ("turn off the light", "set_led", {"color": "off"}),
