@@ -38,7 +38,8 @@ def _agent(args) -> int:
     logging.getLogger("lkdevice.agent").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     config = AgentConfig(url=url, api_key=key, api_secret=secret, agent_name=args.agent_name, echo=args.echo,
                          endpointing_s=args.endpointing, job_threads=args.threads,
-                         greeting=args.greeting, log_level="DEBUG" if args.verbose else "WARN")
+                         greeting=args.greeting, log_level="DEBUG" if args.verbose else "WARN",
+                         metrics_path=args.metrics)
     mode = "echo" if args.echo else "voice"
 
     def registered(worker_id: str) -> None:
@@ -75,6 +76,8 @@ def add_parsers(sub) -> None:
                    help="more silence, after the VAD's 0.25 s, that ends the user's turn (default 0.3)")
     a.add_argument("--greeting", default="Hello. I am listening.",
                    help="what it says when a device joins (\"\" for nothing)")
+    a.add_argument("--metrics", metavar="FILE.jsonl",
+                   help="append a JSON line per turn: what was said and the session's latency metrics")
     a.add_argument("--threads", action="store_true",
                    help="run jobs in threads of this process, not in their own processes (lighter)")
     a.set_defaults(run=_agent)

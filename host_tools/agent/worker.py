@@ -46,6 +46,8 @@ class AgentConfig:
     # jobs in their own processes (LiveKit's default) or threads of the worker's (lighter, for tests)
     job_threads: bool = False
     log_level: str = "WARN"  # LiveKit Agents' own logging
+    # a JSON line per conversation turn (who, text, LiveKit Agents' per-turn latency metrics)
+    metrics_path: str | None = None
     # sessions at once; the next device waits for the server to find another worker
     max_jobs: int = 8
 
@@ -101,10 +103,29 @@ async def _entrypoint(ctx) -> None:
         user_away_timeout=None,
     )
     agent = DeviceAgent(Brain(), ctx.room)
+    if config.metrics_path:
+        _record_turns(session, ctx.room.name, config.metrics_path)
     await session.start(agent=agent, room=ctx.room)
     if config.greeting:
         await ctx.wait_for_participant()
         session.say(config.greeting, allow_interruptions=True)
+
+
+def _record_turns(session, room: str, path: str) -> None:
+    import json
+    import time
+
+    def on_item(ev) -> None:
+        item = ev.item
+        if getattr(item, "type", None) != "message":
+            return
+        line = {"time": time.time(), "room": room, "role": getattr(item, "role", None),
+                "text": getattr(item, "text_content", None), "interrupted": getattr(item, "interrupted", None),
+                "metrics": dict(getattr(item, "metrics", None) or {})}
+        with open(path, "a") as f:  # one write per line: jobs in other processes append to the same file
+            f.write(json.dumps(line, default=str) + "\n")
+
+    session.on("conversation_item_added", on_item)
 
 
 # livekit-server hands a job only to a worker whose reported load is under 0.7 (its target load)
