@@ -22,7 +22,8 @@ from tests.speech import speak
 COMMANDS = ["move forward", "move backward", "turn left", "turn right", "stop",
             "set the light to red", "set the light to green", "set the light to blue",
             "what is your battery", "what time is it", "what can you do", "turn on the kitchen light"]
-# each of these drew a grammar phrase out of a grammar-only decode (before the rules in sphinx_stt)
+# the first five come out as a command from the grammar alone (each of sphinx_stt's rules 2 and 3 is
+# needed for one of them); the last two stop part way through the grammar (rule 1)
 NOT_COMMANDS = ["move forward quickly", "turn right now", "stop the car", "set an alarm for seven",
                 "turn the page", "the weather is nice today", "please tell me a joke"]
 
@@ -97,6 +98,8 @@ async def test_the_plugin_through_livekit_agents_gives_the_same_text(rate):
         event = await plugin.recognize(frames_of(said(command, rate), rate))
         assert event.type == stt.SpeechEventType.FINAL_TRANSCRIPT
         assert event.alternatives[0].text == command == transcribe(said(command, rate), rate, COMMANDS)
+    with pytest.raises(ValueError, match="en-us only"):
+        await plugin.recognize(frames_of(said("stop", rate), rate), language="fr")
     await plugin.aclose()
 
 
