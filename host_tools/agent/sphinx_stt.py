@@ -54,10 +54,12 @@ QUIET_RMS = 30.0
 # recognitions waiting for the decoder thread, per recognizer, before a new one is refused
 MAX_PENDING = 4
 _WORD = re.compile(r"[a-z][a-z']*")
+# a reply's text as a phrase: "It is on." is the words "it is on"
+_PUNCTUATION = re.compile(r"[.,;:!?\"()]")
 
 
 def _words(phrase: str) -> list[str]:
-    return phrase.lower().split()
+    return _PUNCTUATION.sub(" ", phrase.lower()).split()
 
 
 def _frame_rms(x: np.ndarray) -> np.ndarray:
@@ -132,7 +134,8 @@ class _OpenModel:
         return " ".join(hyp.hypstr.split()) if hyp else ""
 
 
-@functools.lru_cache(maxsize=8)
+# a grammar's decoder holds its own acoustic model: about 28 MB each (the open model's about 90 MB)
+@functools.lru_cache(maxsize=4)
 def _grammar(phrases: tuple[str, ...]) -> _Grammar:
     return _Grammar(phrases)
 

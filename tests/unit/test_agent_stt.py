@@ -74,6 +74,9 @@ def test_a_word_missing_from_the_dictionary_is_named_at_construction():
         SphinxSTT(["move forward", "zorblax the light"])
     with pytest.raises(ValueError, match="empty phrase"):
         SphinxSTT(["move forward", "  "])
+    with pytest.raises(ValueError, match="10"):
+        SphinxSTT(["it is 10 o'clock"])
+    assert SphinxSTT(["Moving  forward.", "I heard: stop!"]).phrases == ("moving forward", "i heard stop")
 
 
 def test_a_wav_file_at_any_rate_and_stereo_is_transcribed(tmp_path):
