@@ -51,6 +51,11 @@ SPEECH_IN_SILENCE_FRAMES = 15
 MIN_MARGIN_PER_FRAME = -10.0
 # below this RMS (about -60 dBFS) there is nothing to recognize
 QUIET_RMS = 30.0
+# the speech in a clip: frames within 40 dB of its loudest and 12 dB above its quietest tenth
+# (the noise floor), and 250 ms either side
+TRIM_BELOW_PEAK = 0.01
+TRIM_ABOVE_FLOOR = 4.0
+TRIM_MARGIN_FRAMES = 25
 # recognitions waiting for the decoder thread, per recognizer, before a new one is refused
 MAX_PENDING = 4
 _WORD = re.compile(r"[a-z][a-z']*")
@@ -67,9 +72,21 @@ def _frame_rms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(x[: n * FRAME].reshape(n, FRAME).astype(np.float64) ** 2, axis=1))
 
 
-def _loudest_frame(x: np.ndarray) -> float:
+def _speech_part(x: np.ndarray) -> np.ndarray:
+    """From the first to the last speech-loud frame, with a margin; empty if nothing is loud enough.
+
+    Decoding is batch (the cepstral mean over the whole clip): seconds of room tone around a
+    command shift that mean until the grammar loses it ("turn left" then 2 s at -64 dBFS: nothing).
+    """
     rms = _frame_rms(x)
-    return float(rms.max()) if len(rms) else 0.0
+    if not len(rms) or rms.max() < QUIET_RMS:
+        return x[:0]
+    floor = np.percentile(rms, 10)
+    loud = np.nonzero(rms > max(QUIET_RMS, rms.max() * TRIM_BELOW_PEAK, floor * TRIM_ABOVE_FLOOR))[0]
+    if not len(loud):  # steady noise, nothing standing out of it
+        return x[:0]
+    start = max(0, (loud[0] - TRIM_MARGIN_FRAMES) * FRAME)
+    return x[start: (loud[-1] + 1 + TRIM_MARGIN_FRAMES) * FRAME]
 
 
 class _Grammar:
@@ -169,8 +186,8 @@ class Recognizer:
         self._open = _open_model() if open_fallback else None
 
     def recognize(self, samples: np.ndarray) -> str:
-        x = np.asarray(samples, dtype=np.int16).reshape(-1)
-        if _loudest_frame(x) < QUIET_RMS:
+        x = _speech_part(np.asarray(samples, dtype=np.int16).reshape(-1))
+        if not len(x):
             return ""
         quiet = np.zeros(PAD, np.float64)
         noise = np.random.default_rng(0).normal(0, DITHER, len(x) + 2 * PAD)

@@ -57,6 +57,15 @@ def test_without_the_fallback_a_sentence_outside_the_grammar_is_nothing():
     assert transcribe(said("turn left"), 16000, COMMANDS, open_fallback=False) == "turn left"
 
 
+@pytest.mark.parametrize("rms, seconds", [(20, 2), (100, 5)])
+def test_a_command_between_seconds_of_room_tone_comes_out_exactly(rms, seconds):
+    rng = np.random.default_rng(7)
+    command = said("turn left")
+    audio = np.concatenate([rng.normal(0, rms, 16000 * seconds), command + rng.normal(0, rms, len(command)),
+                            rng.normal(0, rms, 16000 * seconds)]).clip(-32768, 32767).astype(np.int16)
+    assert transcribe(audio, 16000, COMMANDS) == "turn left"
+
+
 def test_silence_is_nothing_and_noise_is_not_a_command():
     assert transcribe(np.zeros(16000, np.int16), 16000, COMMANDS) == ""
     noise = np.random.default_rng(1).normal(0, 2000, 16000).astype(np.int16)
