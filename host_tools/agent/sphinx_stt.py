@@ -14,7 +14,7 @@ some phrase, so its answer is taken only if
      grammar the worst was -8.0; "open the door" as "what can you do" was -18.9). That needs
      every senone scored (`compallsen`) so both searches share one normalisation.
 Else the open model's words are the answer (or "" without the fallback). Measured so: commands
-96/96 exact (the open model alone: 12/96); other sentences 214/240 not taken for a command. What
+96/96 exact (the open model alone: 12/96); other sentences 219/240 not taken for a command. What
 still passes is a one-word substitution ("set the light to purple" as "... blue", "what can i do"):
 the grammar cannot hear a word it lacks.
 """
