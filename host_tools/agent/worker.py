@@ -70,6 +70,13 @@ def _prewarm(proc, config: AgentConfig) -> None:
     proc.userdata["config"] = config
     # Silero's model ships in the plugin: loaded once per process, not per call
     proc.userdata["vad"] = silero.VAD.load(min_silence_duration=_VAD_SILENCE_S)
+    if not config.echo:
+        from .brain import PHRASES
+        from .sphinx_stt import Recognizer
+
+        # the decoders (about 1.5 s to load) are cached per process: built here, before the first
+        # session, not on the session's event loop
+        Recognizer(PHRASES)
 
 
 async def _entrypoint(ctx) -> None:
