@@ -58,9 +58,11 @@ def _agent(args) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    from ..host_tools.agent.worker import DEFAULT_AGENT_NAME
+# host_tools.agent.worker's default, repeated: building the parser loads no host tool
+DEFAULT_AGENT_NAME = "lkdevice-agent"
 
+
+def add_parsers(sub) -> None:
     a = sub.add_parser("agent", help="the offline voice agent: a LiveKit Agents worker (Silero VAD, "
                                      "PocketSphinx, eSpeak NG, rules), dispatched by name",
                        description="Run the offline voice agent until Ctrl-C.", epilog=EPILOG,

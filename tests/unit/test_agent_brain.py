@@ -67,3 +67,9 @@ def test_every_grammar_phrase_gets_an_answer_not_an_echo():
 def test_numbers_in_words():
     assert [number_words(n) for n in (0, 7, 13, 20, 42, 99, 100)] == [
         "zero", "seven", "thirteen", "twenty", "forty two", "ninety nine", "one hundred"]
+
+
+def test_the_command_line_and_the_worker_agree_on_the_default_agent_name():
+    from lkdevice.cli.agent import DEFAULT_AGENT_NAME as cli_default
+    from lkdevice.host_tools.agent.worker import DEFAULT_AGENT_NAME
+    assert cli_default == DEFAULT_AGENT_NAME
