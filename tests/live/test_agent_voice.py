@@ -279,3 +279,66 @@ async def test_offline_the_agent_answers_with_no_route_out(voice_agent, server, 
     assert normalize(replies[0]).startswith("i can tell you the time"), replies
     log = "".join(voice_agent.err)
     assert not re.search(r"(?i)(getaddrinfo|name resolution|network is unreachable|huggingface)", log), log[-2000:]
+
+
+async def test_echo_mode_replays_the_user_and_no_secret_reaches_its_log_even_at_debug(tmp_path):
+    """`lkdevice -v agent --echo` on a server with a real-looking secret: it says back what it heard,
+    and neither the secret nor any token it makes appears in what it prints."""
+    import secrets
+
+    from livekit import rtc
+
+    from lkdevice.host_tools.livekit_server import LocalServer
+    from lkdevice.host_tools.tokens import mint_token
+
+    from .conftest import server_config
+
+    key, secret = "APIk" + secrets.token_hex(6), secrets.token_urlsafe(32)
+    cfg = server_config()
+    cfg.api_key, cfg.api_secret = key, secret
+    srv = LocalServer(cfg)
+    await asyncio.to_thread(srv.start)
+    env = {**os.environ, "LIVEKIT_API_KEY": key, "LIVEKIT_API_SECRET": secret}
+    proc = subprocess.Popen([sys.executable, "-m", "lkdevice.cli", "-v", "agent", "--url", srv.url, "--echo",
+                             "--agent-name", "echo-test"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    room = rtc.Room()
+    heard: list[np.ndarray] = []
+    try:
+        deadline = time.monotonic() + 90
+        while not any(" registered with " in line for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)[-3000:]
+            await asyncio.sleep(0.1)
+
+        def on_track(track, pub, participant):
+            async def record():
+                async for ev in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
+                    heard.append(np.frombuffer(ev.frame.data, np.int16).copy())
+            asyncio.ensure_future(record())
+
+        room.on("track_subscribed", on_track)
+        await room.connect(srv.url, mint_token(key, secret, identity="device", room="echo", agent_name="echo-test"))
+        source = rtc.AudioSource(RATE, 1)
+        await room.local_participant.publish_track(rtc.LocalAudioTrack.create_audio_track("mic", source),
+                                                   rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        words = speak("move forward", sample_rate=RATE)
+        pcm = np.concatenate([np.zeros(3 * RATE, np.int16), words, np.zeros(5 * RATE, np.int16)])
+        pcm = np.concatenate([pcm, np.zeros((-len(pcm)) % 160, np.int16)])
+        for i in range(0, len(pcm), 160):
+            await source.capture_frame(rtc.AudioFrame(pcm[i:i + 160].tobytes(), RATE, 1, 160))
+        replayed = np.concatenate(heard) if heard else np.zeros(0, np.int16)
+        expected = voiced_seconds(words)
+        assert voiced_seconds(replayed) >= 0.8 * expected, (voiced_seconds(replayed), expected)
+    finally:
+        await room.disconnect()
+        proc.terminate()
+        proc.wait(15)
+        reader.join(5)
+        await asyncio.to_thread(srv.stop)
+    out = "".join(lines)
+    assert "received job request" in out  # -v: LiveKit Agents' own debug logging was on
+    assert secret not in out
+    assert not re.search(r"eyJ[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}", out), "a token in the agent's output"
