@@ -15,9 +15,8 @@ dispatched by name: a device token that asks for it (`lkdevice token
 created. Nothing it uses reaches the internet: Silero VAD, PocketSphinx and
 eSpeak NG run here.
 
-examples:
-  LIVEKIT_URL=ws://127.0.0.1:7880 LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret lkdevice agent
-  lkdevice agent --url ws://127.0.0.1:7880 --echo      # replay what it hears (latency tests)
+example: lkdevice agent   (with LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET set)
+         lkdevice agent --url ws://127.0.0.1:7880 --echo   # replay what it hears (latency tests)
 """
 
 
