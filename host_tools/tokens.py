@@ -29,6 +29,7 @@ def mint_token(
     attributes: dict[str, str] | None = None,
     agent_name: str | None = None,
     kind: str | None = None,
+    hidden: bool = False,
 ) -> str:
     now = time.time()
     claims: dict[str, Any] = {
@@ -46,6 +47,8 @@ def mint_token(
             "canUpdateOwnMetadata": can_update_own_metadata,
         },
     }
+    if hidden:  # others never see it (an observer: `lkdevice demo` reading transcripts)
+        claims["video"]["hidden"] = True
     if name:
         claims["name"] = name
     if metadata:
