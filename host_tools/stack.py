@@ -188,6 +188,18 @@ class StackConfig:
     agent_threads: bool = False
 
 
+class StackServerConfig(ServerConfig):
+    """The dev server, plus: dispatch to our one agent worker whatever load it reports.
+
+    A LiveKit Agents worker reports the machine's CPU use as its load, and the server
+    dispatches only below `agents.target_load` (0.7): on a busy computer (a build, other
+    tests) a device's join would find "no servers available" and no agent would come.
+    """
+
+    def to_yaml(self) -> str:
+        return super().to_yaml() + "agents:\n  target_load: 2.0\n"
+
+
 def voice_parts_missing() -> list[str]:
     """The voice agent's STT and TTS modules, where this tree does not have them yet."""
     from importlib.util import find_spec
@@ -254,7 +266,7 @@ class Stack:
         node_ip = os.environ.get("LKDEVICE_NODE_IP", "127.0.0.1")
         # in the test namespace the server advertises its veth address too: libwebrtc (the agent) skips loopback
         ips = [node_ip] + (["127.0.0.1"] if node_ip != "127.0.0.1" else [])
-        self.server = LocalServer(ServerConfig(port=self.config.server_port, node_ip=node_ip, candidate_ips=ips),
+        self.server = LocalServer(StackServerConfig(port=self.config.server_port, node_ip=node_ip, candidate_ips=ips),
                                   binary=binary, workdir=self.workdir)
         try:
             await asyncio.to_thread(self.server.start)
