@@ -1,11 +1,12 @@
 """`lkdevice demo`: the local stack plus a simulated device that asks the agent something.
 
-A hidden observer (our own client, `lkdevice.rtc.Room`) joins first: its token
-dispatches the agent as the device's does, so the agent is up and has greeted an
-empty room before the device joins. Then the device (the simulated ESP32 through
-the gateway, or the robot app over WebRTC) joins, its microphone plays the spoken
-question (or the computer's microphone), and the observer prints what the agent
-heard and said from `lk.transcription` until the agent has answered.
+A hidden observer (our own client, `lkdevice.rtc.Room`) joins first, so it sees
+every transcript; its token dispatches the agent as the device's does (whichever
+join creates the room dispatches it). Then the device (the simulated ESP32
+through the gateway, or the robot app over WebRTC) joins, the agent greets it,
+its microphone plays the spoken question (or the computer's microphone), and the
+observer prints what the agent heard and said from `lk.transcription` until the
+agent has answered: something it said after it heard the user.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ DEFAULT_QUESTION = "what time is it"
 # silence around the question: the VAD hears where speech starts and, after it, that it ended
 LEAD_S, TAIL_S = 1.0, 3.0
 ANSWER_TIMEOUT_S = 60.0
+GREETING_WAIT_S = 15.0
+# the robot's microphone plays its file from its join, while the agent greets it: the question waits
+ROBOT_LEAD_S = 5.0
 TRANSCRIPTION_TOPIC = "lk.transcription"
 Status = Callable[[str], None]
 
@@ -85,30 +89,19 @@ def pick_audio(choice: str) -> str:
     return choice
 
 
-def _espeak_to_wav(text: str, path: Path) -> None:
-    # until host_tools/agent/espeak_tts.speak_to_wav is in this tree: the same voice, called directly
-    if shutil.which("espeak-ng") is None:
-        raise UsageError("the spoken question is made with espeak-ng: sudo apt-get install espeak-ng "
-                         "(or host_tools/system_deps.sh)")
-    r = subprocess.run(["espeak-ng", "-w", str(path), "--", text], capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        raise StackError(f"espeak-ng failed: {r.stderr.strip()[:200]}")
-
-
 def speak(text: str, path: Path) -> np.ndarray:
-    """`text` spoken by espeak-ng, 16 kHz mono int16, with silence before and after."""
-    try:
-        from .agent.espeak_tts import speak_to_wav
-    except ImportError:
-        _espeak_to_wav(text, path)
-    else:
-        speak_to_wav(text, str(path), sample_rate=RATE)
-    from .simulator import load_pcm
+    """`text` spoken by espeak-ng (the agent's own voice), 16 kHz mono int16, with silence before and after."""
+    from .agent.espeak_tts import ESpeakError, speak_to_wav
 
-    voice = load_pcm(str(path))
-    pcm = np.concatenate([np.zeros(int(LEAD_S * RATE), np.int16), voice, np.zeros(int(TAIL_S * RATE), np.int16)])
-    write_wav(path, pcm)
-    return pcm
+    try:
+        speak_to_wav(text, path, sample_rate=RATE, leading_silence_ms=int(LEAD_S * 1000),
+                     trailing_silence_ms=int(TAIL_S * 1000))
+    except ESpeakError as e:  # missing (names the package) or failed
+        raise UsageError(f"the spoken question: {e}") from None
+    from lkdevice.rtc.wavfile import read_wav
+
+    pcm, _ = read_wav(str(path))
+    return np.asarray(pcm, dtype=np.int16)
 
 
 def write_wav(path: Path | str, pcm: np.ndarray, rate: int = RATE) -> None:
@@ -377,14 +370,18 @@ class RobotSim:
 
     identity = "robot"
 
-    def __init__(self, stack: Stack, audio: str, workdir: Path, question_wav: Path, record: str):
+    def __init__(self, stack: Stack, audio: str, workdir: Path, question: np.ndarray | None, record: str,
+                 extra_lead_s: float):
         self.stack = stack
         self.audio = audio
         self.workdir = workdir
-        self.question_wav = question_wav
+        self.question_wav = workdir / "robot-mic.wav"
+        if question is not None:
+            write_wav(self.question_wav, np.concatenate([np.zeros(int(extra_lead_s * RATE), np.int16), question]))
         self.record = str(Path(record).resolve())
         self.log_path = workdir / "robot.log"
         self.proc: subprocess.Popen | None = None
+        self.started = time.monotonic()
 
     async def start(self) -> None:
         token_file = self.workdir / "robot.token"
@@ -397,6 +394,7 @@ class RobotSim:
                 "--camera", "test", "--plugin", "sim", "--audio", self.audio]
         if self.audio == "wav":
             argv += ["--play", str(self.question_wav), "--record", self.record]
+        self.started = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
@@ -443,29 +441,30 @@ async def run_demo(config: DemoConfig, status: Status = print) -> DemoResult:
         question = speak(config.say, question_wav) if audio == "wav" else None
         stack_cfg = StackConfig(room=config.room, server_port=0, gateway_port=0, echo=config.echo)
         async with Stack(stack_cfg, status) as stack:
-            return await _with_stack(stack, config, audio, workdir, question, question_wav, status)
+            return await _with_stack(stack, config, audio, workdir, question, status)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def _with_stack(stack: Stack, config: DemoConfig, audio: str, workdir: Path, question: np.ndarray | None,
-                      question_wav: Path, status: Status) -> DemoResult:
+                      status: Status) -> DemoResult:
     observer = Observer(status)
     await observer.connect(stack.server_url, stack.token("demo-observer", hidden=True))
     device = None
     try:
         if not await observer.wait(lambda: observer.agent() is not None, 30):
             raise PartDied("agent", "was not dispatched to the room within 30 s", log_tail(stack.agent.log_path))
-        await _agent_settled(observer, config.echo)
         status(f"device  starting {config.device} ({audio} audio)")
         if config.device == "esp32-sim":
             device = Esp32Sim(stack, audio, workdir)
         else:
-            device = RobotSim(stack, audio, workdir, question_wav, config.record)
+            device = RobotSim(stack, audio, workdir, question, config.record,
+                              0.0 if config.echo else ROBOT_LEAD_S - LEAD_S)
         await device.start()
         if not await observer.wait(lambda: _has_audio(observer.participant(device.identity)), 30):
             raise PartDied(config.device, "joined no microphone within 30 s", device.tail())
         status(f"device  ready {device.identity} in room {config.room}")
+        await _greeted(observer, config.echo)
         if audio == "sounddevice":
             status("speak now: the agent answers through this computer's speaker; Ctrl-C to stop")
             await _until_device_dies(stack, device, config)
@@ -473,7 +472,9 @@ async def _with_stack(stack: Stack, config: DemoConfig, audio: str, workdir: Pat
         asked = time.monotonic()
         if isinstance(device, Esp32Sim):
             device.ask(question)
-        status(f"device  asking: \"{config.say}\" (espeak-ng, {len(question) / RATE:.1f} s with the pauses)")
+        else:
+            asked = device.started  # its microphone plays the question from its join
+        status(f"device  asking: \"{config.say}\" (espeak-ng)")
         answered = await _answered(observer, asked, config, stack, device)
         if not answered:
             heard = [l.text for l in observer.lines if l.who == "user" and l.at >= asked]
@@ -493,13 +494,13 @@ def _has_audio(p) -> bool:
     return p is not None and any(t.kind == "audio" for t in p.tracks.values())
 
 
-async def _agent_settled(observer: Observer, echo: bool) -> None:
-    """Until the agent listens, past its greeting (said to the still empty room)."""
+async def _greeted(observer: Observer, echo: bool) -> None:
+    """Until the agent has greeted the device and listens (the voice agent says hello first)."""
     await observer.wait(lambda: observer.state() == "listening", 30)
     if echo:
         return
-    if await observer.wait(lambda: any(s == "speaking" for _, s in observer.states), 8):
-        await observer.wait(lambda: observer.state() == "listening", 20)
+    await observer.wait(lambda: any(l.who == "agent" for l in observer.lines)
+                        and observer.state() != "speaking", GREETING_WAIT_S)
 
 
 async def _answered(observer: Observer, asked: float, config: DemoConfig, stack: Stack, device) -> bool:
@@ -509,7 +510,9 @@ async def _answered(observer: Observer, asked: float, config: DemoConfig, stack:
     def spoke() -> bool:
         if config.echo:  # the echo agent publishes no transcript: its speaking is the answer
             return any(s == "speaking" and t > asked for t, s in observer.states)
-        return any(l.who == "agent" and l.at > asked for l in observer.lines)
+        # an answer is what the agent says after it heard the question (not its greeting)
+        heard = [l.at for l in observer.lines if l.who == "user" and l.at > asked]
+        return bool(heard) and any(l.who == "agent" and l.at > heard[0] for l in observer.lines)
 
     while time.monotonic() < deadline:
         if not device.alive():
