@@ -33,7 +33,8 @@ from .stack import PartDied, Stack, StackConfig, StackError, UsageError, log_tai
 RATE = 16000
 DEVICES = ("esp32-sim", "robot-sim")
 AUDIO = ("auto", "sounddevice", "wav")
-DEFAULT_QUESTION = "what time is it"
+# the robot's default asks it to do something (the agent calls its get_battery); the ESP32 has no drive
+DEFAULT_QUESTIONS = {"esp32-sim": "what time is it", "robot-sim": "what is your battery"}
 # silence around the question: the VAD hears where speech starts and, after it, that it ended
 LEAD_S, TAIL_S = 1.0, 3.0
 ANSWER_TIMEOUT_S = 60.0
@@ -48,7 +49,7 @@ Status = Callable[[str], None]
 class DemoConfig:
     device: str = "esp32-sim"
     audio: str = "auto"
-    say: str = DEFAULT_QUESTION
+    say: str | None = None  # None: DEFAULT_QUESTIONS[device]
     record: str = "demo-answer.wav"
     room: str = "lkdevice-demo"
     echo: bool = False
@@ -59,6 +60,8 @@ class DemoConfig:
             raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.audio not in AUDIO:
             raise UsageError(f"--audio must be one of {', '.join(AUDIO)}, not {self.audio!r}")
+        if self.say is None:
+            self.say = DEFAULT_QUESTIONS[self.device]
         if not self.say.strip():
             raise UsageError("--say needs some words to speak")
         parent = Path(self.record).resolve().parent
@@ -390,8 +393,9 @@ class RobotSim:
         # the token by file (the process list shows argv)
         (self.workdir / "robot.toml").write_text(
             f'[server]\nurl = "{self.stack.server_url}"\ntoken_file = "{token_file}"\n')
+        # a small, slow synthetic camera: the video is real but the demo is about the voice
         argv = [sys.executable, "-m", "lkdevice.cli", "robot", "--config", str(self.workdir / "robot.toml"),
-                "--camera", "test", "--plugin", "sim", "--audio", self.audio]
+                "--camera", "test", "--size", "320x240", "--fps", "10", "--plugin", "sim", "--audio", self.audio]
         if self.audio == "wav":
             argv += ["--play", str(self.question_wav), "--record", self.record]
         self.started = time.monotonic()

@@ -26,7 +26,7 @@ recorded from its speaker, and the demo ends once the agent has answered.
 
 examples:
   lkdevice demo                                     # the simulated ESP32 asks "what time is it"
-  lkdevice demo --device robot-sim --say "what is your battery"
+  lkdevice demo --device robot-sim --say "move forward"      # the agent drives the sim robot
   lkdevice demo --audio wav --record answer.wav
 
 exit status: 0 the agent answered, 1 it did not (or a part failed), 2 a usage mistake.
@@ -56,7 +56,8 @@ def add_parsers(sub) -> None:
     d.add_argument("--audio", default="auto", metavar="auto|sounddevice|wav",
                    help="sounddevice: you speak and hear; wav: a spoken question in, the answer to --record; "
                         "auto: sounddevice when there is a microphone and speaker (default)")
-    d.add_argument("--say", default="what time is it", metavar="TEXT", help="the question (wav audio)")
+    d.add_argument("--say", metavar="TEXT", help="the question (wav audio; default: \"what time is it\", "
+                                                 "to the robot \"what is your battery\")")
     d.add_argument("--record", default="demo-answer.wav", metavar="FILE",
                    help="the device's speaker, recorded (wav audio; default demo-answer.wav)")
     d.add_argument("--room", default=DEFAULT_ROOM, help=f"(default {DEFAULT_ROOM})")
