@@ -321,8 +321,8 @@ class Stack:
     async def __aenter__(self) -> "Stack":
         try:
             return await self.start()
-        except BaseException:
-            self.failed = True
+        except BaseException as e:
+            self.failed = not isinstance(e, (asyncio.CancelledError, KeyboardInterrupt))  # keep logs of a failure
             await asyncio.shield(self.stop())
             raise
 
