@@ -60,6 +60,8 @@ class DemoConfig:
             raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.audio not in AUDIO:
             raise UsageError(f"--audio must be one of {', '.join(AUDIO)}, not {self.audio!r}")
+        if not self.answer_timeout > 0:
+            raise UsageError(f"--timeout wants a number of seconds above 0, got {self.answer_timeout}")
         if self.say is None:
             self.say = DEFAULT_QUESTIONS[self.device]
         if not self.say.strip():

@@ -161,8 +161,9 @@ def _demo(args) -> int:
         if interrupted:
             _print("stopped")
             return 0
-        _print(f"heard:   {' / '.join(result.heard) or '(no transcript)'}")
-        _print(f"said:    {' / '.join(result.said) or '(no transcript)'}")
+        none = "(the echo agent publishes no transcript)" if cfg.echo else "(no transcript)"
+        _print(f"heard:   {' / '.join(result.heard) or none}")
+        _print(f"said:    {' / '.join(result.said) or none}")
         if result.recording:
             _print(f"recording: {result.recording} ({result.recorded_s:.1f} s, {result.voiced_s:.1f} s of it voiced)")
         return 0
