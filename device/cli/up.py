@@ -12,8 +12,7 @@ Starts livekit-server (dev keys devkey/secret, 127.0.0.1 only), the device gatew
 and the offline voice agent (`lkdevice agent`), one status line each, then prints
 how to point a device at them, and runs until Ctrl-C (or SIGTERM): all three stop.
 
-examples:
-  lkdevice up                         # then, in another terminal, the printed commands
+example: lkdevice up   (then, in another terminal, the commands it prints)
   lkdevice up --echo --room kitchen   # the echo agent: replays what it hears
 """
 
@@ -24,8 +23,7 @@ there are both) you speak and hear the agent until Ctrl-C; otherwise the questio
 is spoken by espeak-ng into the device's microphone, the agent's answer is
 recorded from its speaker, and the demo ends once the agent has answered.
 
-examples:
-  lkdevice demo                                     # the simulated ESP32 asks "what time is it"
+example: lkdevice demo   (the simulated ESP32 asks "what time is it")
   lkdevice demo --device robot-sim --say "move forward"      # the agent drives the sim robot
   lkdevice demo --audio wav --record answer.wav
 
