@@ -8,8 +8,9 @@ setup:  ## the package with test deps, and the pinned livekit-server build (cach
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	$(LKDEVICE) server build
 
-demo: setup  ## local server + echo agent + gateway + the ESP32 firmware simulated: a tone in, the echo out
-	$(LKDEVICE) sim esp32 --play tone:440 --record demo-echo.wav --duration 10
+demo: setup  ## local server + gateway + the offline voice agent + a simulated ESP32 asking "what time is it": the answer printed and in demo-answer.wav
+	host_tools/system_deps.sh
+	$(LKDEVICE) demo
 
 test: setup  ## system packages (namespace tools, nftables, libopus), unit tests, then live tests in a private network namespace
 	host_tools/system_deps.sh
@@ -30,4 +31,4 @@ bench: setup  ## join time, audio round trip, gateway latency and capacity, robo
 	else echo "bench/firmware_frozen_heap.py skipped (needs a MicroPython source folder: make bench MPSRC=DIR)"; fi
 
 clean:
-	rm -rf demo-echo.wav .pytest_cache build *.egg-info
+	rm -rf demo-answer.wav demo-echo.wav .pytest_cache build *.egg-info
