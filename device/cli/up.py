@@ -31,9 +31,13 @@ exit status: 0 the agent answered, 1 it did not (or a part failed), 2 a usage mi
 """
 
 
-def add_parsers(sub) -> None:
-    from ..host_tools.stack import DEFAULT_GATEWAY, DEFAULT_ROOM, DEFAULT_SERVER_PORT
+# host_tools.stack's defaults, repeated: building the parser loads no host tool (tests/unit/test_layout.py)
+DEFAULT_ROOM = "lkdevice-demo"
+DEFAULT_SERVER_PORT = 7880
+DEFAULT_GATEWAY = "127.0.0.1:8765"
 
+
+def add_parsers(sub) -> None:
     u = sub.add_parser("up", help="run livekit-server, the gateway and the voice agent locally until Ctrl-C",
                        description="Run the local stack: livekit-server, the device gateway, the agent.",
                        epilog=UP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

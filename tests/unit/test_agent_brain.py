@@ -73,3 +73,10 @@ def test_the_command_line_and_the_worker_agree_on_the_default_agent_name():
     from lkdevice.cli.agent import DEFAULT_AGENT_NAME as cli_default
     from lkdevice.host_tools.agent.worker import DEFAULT_AGENT_NAME
     assert cli_default == DEFAULT_AGENT_NAME
+
+
+def test_the_command_line_and_the_stack_agree_on_their_defaults():
+    from lkdevice.cli import up
+    from lkdevice.host_tools import stack
+    assert (up.DEFAULT_ROOM, up.DEFAULT_SERVER_PORT, up.DEFAULT_GATEWAY) == (
+        stack.DEFAULT_ROOM, stack.DEFAULT_SERVER_PORT, stack.DEFAULT_GATEWAY)
