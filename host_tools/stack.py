@@ -188,26 +188,6 @@ class StackConfig:
     agent_threads: bool = False
 
 
-class StackServerConfig(ServerConfig):
-    """The dev server, plus: dispatch to our one agent worker whatever load it reports.
-
-    A LiveKit Agents worker reports the machine's CPU use as its load, and the server
-    dispatches only below `agents.target_load` (0.7): on a busy computer (a build, other
-    tests) a device's join would find "no servers available" and no agent would come.
-    """
-
-    def to_yaml(self) -> str:
-        return super().to_yaml() + "agents:\n  target_load: 2.0\n"
-
-
-def voice_parts_missing() -> list[str]:
-    """The voice agent's STT and TTS modules, where this tree does not have them yet."""
-    from importlib.util import find_spec
-
-    return [name for name in ("sphinx_stt", "espeak_tts")
-            if find_spec(f"lkdevice.host_tools.agent.{name}") is None]
-
-
 class Stack:
     """livekit-server (dev keys, loopback), the gateway, and the agent, for one room."""
 
@@ -238,9 +218,6 @@ class Stack:
 
     def preflight(self) -> None:
         c = self.config
-        if not c.echo and voice_parts_missing():
-            raise UsageError("the voice agent needs host_tools/agent/" + " and ".join(
-                f"{m}.py" for m in voice_parts_missing()) + ", not in this tree yet; use --echo meanwhile")
         if shutil.which("espeak-ng") is None and not c.echo:
             raise UsageError("the voice agent speaks with espeak-ng: sudo apt-get install espeak-ng "
                              "(or host_tools/system_deps.sh)")
@@ -266,7 +243,7 @@ class Stack:
         node_ip = os.environ.get("LKDEVICE_NODE_IP", "127.0.0.1")
         # in the test namespace the server advertises its veth address too: libwebrtc (the agent) skips loopback
         ips = [node_ip] + (["127.0.0.1"] if node_ip != "127.0.0.1" else [])
-        self.server = LocalServer(StackServerConfig(port=self.config.server_port, node_ip=node_ip, candidate_ips=ips),
+        self.server = LocalServer(ServerConfig(port=self.config.server_port, node_ip=node_ip, candidate_ips=ips),
                                   binary=binary, workdir=self.workdir)
         try:
             await asyncio.to_thread(self.server.start)
