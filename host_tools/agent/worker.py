@@ -112,7 +112,12 @@ async def _entrypoint(ctx) -> None:
     agent = DeviceAgent(Brain(), ctx.room)
     if config.metrics_path:
         _record_turns(session, ctx.room.name, config.metrics_path)
-    await session.start(agent=agent, room=ctx.room)
+    from livekit.agents.voice import room_io
+
+    # no automatic gain control: it drove the robot's speech into clipping and, while it
+    # settles, reshapes a short command (the grammar lost "what time is it" 1 time in 3)
+    options = room_io.RoomOptions(audio_input=room_io.AudioInputOptions(auto_gain_control=False))
+    await session.start(agent=agent, room=ctx.room, room_options=options)
     if config.greeting:
         await ctx.wait_for_participant()
         session.say(config.greeting, allow_interruptions=True)

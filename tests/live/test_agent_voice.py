@@ -342,3 +342,24 @@ async def test_echo_mode_replays_the_user_and_no_secret_reaches_its_log_even_at_
     assert "received job request" in out  # -v: LiveKit Agents' own debug logging was on
     assert secret not in out
     assert not re.search(r"eyJ[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}", out), "a token in the agent's output"
+
+
+@pytest.mark.parametrize("words", ["what time is it", "set the light to green"])
+async def test_the_robot_path_hears_the_words(voice_agent, server, observer, room_name, tmp_path, words):
+    """Through the robot app's microphone (our WebRTC client, Opus) the agent hears the words exactly."""
+    await observer.agent_ready()
+    mic, _, _ = question(words, tail_s=5.0)
+    wav = tmp_path / "question.wav"
+    write_wav(str(wav), mic, RATE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lkdevice.cli", "robot", "--url", server.url,
+        "--token", token("robot", room_name, agent_name=AGENT), "--plugin", "sim", "--audio", "wav",
+        "--play", str(wav), "--record", str(tmp_path / "speaker.wav"), "--duration", "9",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        heard = await observer.wait(lambda: observer.final("robot"), 30, "user transcript")
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+    assert normalize(heard[0]) == words, observer.transcripts
