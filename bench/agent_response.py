@@ -73,6 +73,8 @@ QUESTIONS = ("what time is it", "what can you do", "hello", "set the light to re
 # silence after each question beyond its expected reply: the response itself, and a margin
 RESPONSE_ALLOWANCE_S = 2.5
 MARGIN_S = 0.5
+# our client's uplink to an official-SDK receiver, median (bench/audio_rtt.py, README's figures)
+UPLINK_S = 0.045
 LEAD_S = {"esp32": 3.0, "pi": 2.0, "official": 1.0}  # before the first question: boot, join, the agent links
 PARTS = ("end_of_turn_delay", "transcription_delay", "llm_node_ttfs", "tts_node_ttfb", "e2e_latency")
 ANCHORS = {"human_turn_gap_ms": [100, 300],
@@ -93,6 +95,7 @@ class Turn:
     start_s: float  # of the words, in the device's microphone timeline
     end_s: float
     next_s: float  # the next question's start (or the end of the microphone)
+    late_s: float = 0.0  # the words left the device this much later than the file says (see run_pi)
 
 
 def speech(text: str, rate: int) -> np.ndarray:
@@ -215,7 +218,8 @@ class Observer:
         self.room = rtc.Room()
         self.states: list[tuple[float, str]] = []
         self.published: dict[str, float] = {}  # identity -> wall time its microphone was published
-        self.first_audio: dict[str, float] = {}  # identity -> wall time its first audio frame arrived here
+        # (wall time of arrival, rms) of each 20 ms frame of `listen_to`'s microphone, the newest ~10 min
+        self.mic_frames: collections.deque[tuple[float, float]] = collections.deque(maxlen=30000)
         self.listen_to: str | None = None  # whose microphone to subscribe to (nothing else: no video decode)
         self._tasks: list[asyncio.Task] = []
         self.room.on("participant_attributes_changed", self._on_attributes)
@@ -237,17 +241,17 @@ class Observer:
     def _on_subscribed(self, track, publication, participant) -> None:
         from livekit import rtc
 
-        async def first_frame() -> None:
-            stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1)
+        async def record() -> None:
+            stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1, frame_size_ms=20)
             try:
-                async for _ in stream:
-                    self.first_audio.setdefault(participant.identity, time.time())
-                    break
+                async for ev in stream:
+                    pcm = np.frombuffer(ev.frame.data, dtype=np.int16).astype(np.float64)
+                    self.mic_frames.append((time.time(), float(np.sqrt((pcm ** 2).mean())) if len(pcm) else 0.0))
             finally:
                 await stream.aclose()
 
         if track.kind == rtc.TrackKind.KIND_AUDIO:
-            self._tasks.append(asyncio.ensure_future(first_frame()))
+            self._tasks.append(asyncio.ensure_future(record()))
 
     async def connect(self, url: str, room: str) -> "Observer":
         from livekit import rtc
@@ -394,21 +398,52 @@ async def run_pi(url: str, room: str, obs: Observer, questions: list[str], refs:
     published = obs.published.get("robot")
     if published is None:
         raise RuntimeError("the observer never saw the robot's microphone published")
+    mic_origin = published + 0.010  # the app's mic loop looks for the published track every 20 ms
+    late_notes = words_late(obs, turns, mic, mic_origin)
     speaker, rate = read_wav(str(record))
     speaker = np.asarray(speaker, dtype=np.int16).reshape(-1)
     spk_origin = recorded_at - len(speaker) / rate
-    mic_origin = published + 0.010  # the app's mic loop looks for the published track every 20 ms
     shift = mic_origin - spk_origin  # microphone time t is speaker time t + shift
     rms, times = speaker_frames(speaker, rate, turns, shift)
     console = [l for l in lines if l.startswith("[")]
-    first = obs.first_audio.get("robot")
+    first = obs.mic_frames[0][0] if obs.mic_frames else None
     return Recording(turns, rms, times, mic_origin, True, {
-        "origin_offset_ms": round(shift * 1000, 1),
+        "origin_offset_ms": round(shift * 1000, 1), **late_notes,
         # the microphone's first frame at the observer, after its publication: negotiation + uplink
         "mic_first_frame_at_observer_ms": None if first is None else round((first - published) * 1000, 1),
         "origin_note": "removed: speaker origin = 'recorded' log line minus the recording's length; microphone "
                        "origin = the observer saw the track published + 10 ms; left: about +-25 ms",
         "heard_on_console": [l for l in console if " said: " in l][:4 * len(turns)]})
+
+
+def words_late(obs: Observer, turns: list[Turn], mic: np.ndarray, mic_origin: float) -> dict:
+    """Put each question's end where its words really left the robot, on the wall clock.
+
+    The app's WAV microphone goes at the pace its sender takes it (the file reader waits for room in
+    the track's buffer), so under load it falls behind the wall clock and stays behind: the file's
+    position is not the time. The hidden observer hears the robot's microphone: the arrival of the
+    last 20 ms frame of a question over the threshold, minus our client's uplink to an official
+    receiver, is when that frame ended at the robot; the file says how far the words' end is from it."""
+    if not obs.mic_frames:
+        return {"mic_late_note": "the observer heard nothing of the robot's microphone: file positions used"}
+    arr = np.asarray(obs.mic_frames, dtype=np.float64)
+    for t in turns:
+        # the window starts where the file puts the words: the sender only ever falls behind
+        lo, hi = mic_origin + t.start_s - 0.3, mic_origin + t.next_s
+        voiced = arr[(arr[:, 0] >= lo) & (arr[:, 0] < hi) & (arr[:, 1] > VOICED_RMS), 0]
+        rms, times = frames_of(mic, RATE, t.start_s)
+        loud = times[(times < t.end_s) & (rms > VOICED_RMS)]
+        if not voiced.size or not loud.size:
+            continue
+        end_at_robot = float(voiced[-1]) - UPLINK_S + (t.end_s - (float(loud[-1]) + FRAME_S))
+        t.late_s = end_at_robot - (mic_origin + t.end_s)
+        t.start_s += t.late_s
+        t.end_s += t.late_s
+    late = [t.late_s for t in turns]
+    return {"mic_late_ms_first_last": [round(late[0] * 1000, 1), round(late[-1] * 1000, 1)],
+            "mic_late_note": "question ends from the observer's hearing of the robot's microphone, minus "
+                             f"{UPLINK_S * 1000:.0f} ms uplink; mic_late_ms per turn: how far that is from the "
+                             "WAV file's position"}
 
 
 async def run_official(url: str, room: str, obs: Observer, questions: list[str], refs: list) -> Recording:
@@ -508,9 +543,11 @@ def analyse(rec: Recording, metrics: list[tuple[dict, dict | None]]) -> dict:
         um, am = user.get("metrics") or {}, (reply or {}).get("metrics") or {}
         row = {"question": t.question, "heard": user.get("text"), "said": (reply or {}).get("text"),
                "interrupted": (reply or {}).get("interrupted"), "agent_turns": len(mine),
-               "question_end_s": round(t.end_s, 3),
+               "question_end_s": round(t.end_s, 3), "mic_late_ms": round(t.late_s * 1000, 1),
                "felt_ms": None if onset is None else round((onset - t.end_s) * 1000, 1),
                "overlap": busy}
+        if t.late_s and row["felt_ms"] is not None:  # what the WAV file's position alone would have said
+            row["felt_by_file_ms"] = round(row["felt_ms"] + t.late_s * 1000, 1)
         for part in PARTS:
             v = um.get(part, am.get(part))
             row[f"{part}_ms"] = None if v is None else round(float(v) * 1000, 1)
