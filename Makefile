@@ -25,6 +25,7 @@ bench: setup  ## join time, audio round trip, gateway latency and capacity, robo
 	host_tools/isolated.sh $(PY) bench/gateway_latency.py
 	host_tools/isolated.sh $(PY) bench/gateway_capacity.py
 	host_tools/isolated.sh $(PY) bench/robot_video.py
+	host_tools/isolated.sh $(PY) bench/agent_response.py
 	$(PY) bench/firmware_codec.py
 	host_tools/isolated.sh $(PY) bench/firmware_heap.py
 	@if [ -n "$(MPSRC)" ]; then host_tools/isolated.sh $(PY) bench/firmware_frozen_heap.py "$(MPSRC)"; \
