@@ -1,11 +1,17 @@
 # Everything a fresh machine needs, in two commands: `make demo` and `make test`.
 PY ?= python3
 LKDEVICE = $(PY) -m lkdevice.cli
+# pipefail: a failed pip install fails the target even though its output goes through grep
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: setup demo test unit bench clean
 
 setup:  ## the package with test deps, and the pinned livekit-server build (cached)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@echo "setup: pip install -e '.[test]' (the first time ~1 GB of wheels: LiveKit Agents, onnxruntime, PyAV; a few minutes)"
+	@# what pip fetches, one line each with its size; nothing for what is already there
+	$(PY) -m pip install --disable-pip-version-check --progress-bar off -e '.[test]' 2>&1 \
+	  | grep -E --line-buffered '^(Collecting|Downloading|Installing|Successfully|ERROR|error)' || [ $${PIPESTATUS[0]} -eq 0 ]
 	$(LKDEVICE) server build
 
 demo: setup  ## local server + gateway + the offline voice agent + a simulated ESP32 asking "what time is it": the answer printed and in demo-answer.wav
