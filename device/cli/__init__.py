@@ -17,7 +17,7 @@ import signal
 import sys
 
 from .. import __version__
-from . import agent, board, deploy, doctor, flash, gateway, join, robot, server, sim
+from . import agent, board, deploy, doctor, flash, gateway, hil, join, robot, server, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_parsers(sub)
     robot.add_parsers(sub)
     agent.add_parsers(sub)
+    hil.add_parsers(sub)
     return p
 
 
