@@ -29,7 +29,10 @@ def _run(args) -> int:
         return 2
     chosen = [SCENARIOS[s] for s in (args.scenario or SCENARIOS)]
     import asyncio
+    import logging
     import os
+    # the far side's SDK warns about handles it drops at the end of each room: not the device's news
+    logging.getLogger("livekit").setLevel(logging.ERROR)
     code = asyncio.run(_main(target, chosen, PROFILES[args.profile], args))
     # the official SDK's FFI (the far side) can abort the process in its atexit teardown (a tokio
     # worker panics); the report is written and every child stopped, so leave without that teardown

@@ -18,10 +18,10 @@ JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
 
 def scrub(text: str, secrets: list[str]) -> str:
     """No token and no API secret in a report (a device's error line might quote one)."""
-    text = JWT.sub("<token>", text)
+    text = JWT.sub("[token]", text)
     for s in secrets:
         if s:
-            text = text.replace(s, "<secret>")
+            text = text.replace(s, "[secret]")
     return text
 
 

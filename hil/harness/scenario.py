@@ -9,6 +9,7 @@ the reports render; nothing here prints or writes a file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -122,11 +123,13 @@ class Context:
             yield step
         except BaseException as e:
             step.status = FAILED
-            step.message = describe(e, self.waiting_for)
-            raise
-        finally:
             step.elapsed_s = self._clock() - t0
-            self.step_name = ""
+            # the name stays: a time bound that ends the scenario here reports this step
+            step.message = ("stopped at the scenario's time bound" if isinstance(e, asyncio.CancelledError)
+                            else describe(e, self.waiting_for))
+            raise
+        step.elapsed_s = self._clock() - t0
+        self.step_name = ""
 
     def figure(self, name: str, value, unit: str = "", step: StepResult | None = None) -> None:
         fig = Figure(value, unit)

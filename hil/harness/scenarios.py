@@ -100,13 +100,16 @@ async def _talk(ctx: Context) -> None:
     for i, ((text, expect, _), (q_start, q_end)) in enumerate(zip(turns, spans), 1):
         async with ctx.step(f"turn {i}: {text!r}") as step:
             ctx.waiting(f"the agent's transcript of {text!r}")
-            heard = await obs.until(lambda: len(obs.final(dev.identity_name)) >= i and obs.final(dev.identity_name),
-                                    40, f"user transcript {i}")
-            said = normalize(heard[i - 1][1])
-            ctx.check(said == text, f"the agent heard {said!r}, not {text!r}")
+            await obs.until(lambda: len(obs.final(dev.identity_name)) >= i, 40, f"user transcript {i}")
             ctx.waiting("the agent's reply")
             replies = await obs.until(lambda: len(obs.final(agent)) >= i and obs.final(agent), 30, f"agent reply {i}")
-            reply = normalize(replies[i - 1][1])
+            reply_at, reply = replies[i - 1][0], normalize(replies[i - 1][1])
+            # the recognizer may cut one question into several final segments: the turn's words are all
+            # of the user's finals since the previous reply
+            since = replies[i - 2][0] if i > 1 else 0.0
+            said = normalize(" ".join(x for ts, x in obs.final(dev.identity_name) if since <= ts <= reply_at))
+            ctx.check(said == text, f"the agent heard {said!r}, not {text!r} (transcripts: "
+                                    f"{[(w, x) for _, w, f, x in obs.transcripts if f][-6:]})")
             ctx.check(re.fullmatch(expect, reply) is not None, f"the agent replied {reply!r}")
             ctx.waiting("the agent back to listening")
             await obs.until(lambda: sum(1 for _, _, s in obs.states if s == "speaking") >= i

@@ -72,6 +72,8 @@ class SimEsp32(t.Target):
 
     async def start(self, url: str, room: str, token: str) -> None:
         self.console = t.Console()
+        self._gw_samples.clear()
+        self._stats, self._leds, self._speaker = {}, [], np.zeros(0, np.int16)
         await self._start_gateway(url)
         port = self._gateway_port
         try:
@@ -146,7 +148,6 @@ class SimEsp32(t.Target):
             self._leds = self.dev.led_colors()
             self._speaker = self.dev.speaker_pcm()
             self.dev.cleanup()
-            self.dev_stopped = True
         if self.gateway is not None:
             if self.gateway.poll() is not None:
                 errors.append(f"the gateway exited with {self.gateway.returncode}")

@@ -60,6 +60,7 @@ class SimPi(t.Target):
 
     async def start(self, url: str, room: str, token: str) -> None:
         self.console = t.Console()
+        self._samples.clear()
         self.dir = Path(tempfile.mkdtemp(prefix="lkd-hil-pi-"))
         mic = self.dir / "mic.wav"
         # silence after the words: the wav backend would loop the file otherwise
