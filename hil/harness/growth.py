@@ -30,16 +30,18 @@ def per_minute(points: Sequence[tuple[float, float]], warmup_s: float) -> float 
     return None if s is None else s * 60.0
 
 
-def per_cycle(points: Sequence[tuple[float, float]], cycle_ends: Sequence[float], warmup_cycles: int) -> float | None:
+def per_cycle(points: Sequence[tuple[float, float]], cycle_ends: Sequence[float], warmup_cycles: int,
+              tail_s: float = 7.0) -> float | None:
     """Growth per join/leave cycle: the slope over time, after the warm-up cycles, times the mean period.
 
     Samples come at their own pace (every few seconds), not one per cycle: a time slope
     over all of them, scaled by how long a cycle took, uses every sample and no guess of
-    which cycle a sample belongs to."""
+    which cycle a sample belongs to. Samples up to `tail_s` after the last cycle count:
+    nothing happens then, they show where the last cycle left the device."""
     if len(cycle_ends) < warmup_cycles + 2:
         return None
     start = cycle_ends[warmup_cycles - 1] if warmup_cycles else cycle_ends[0]
-    s = slope([(x, y) for x, y in points if start <= x <= cycle_ends[-1] + 1.0])
+    s = slope([(x, y) for x, y in points if start <= x <= cycle_ends[-1] + tail_s])
     if s is None:
         return None
     used = cycle_ends[warmup_cycles - 1 if warmup_cycles else 0:]

@@ -16,8 +16,9 @@ AGENT_NAME = "lkdevice-hil-agent"
 class Lab:
     """A local livekit-server (in the namespace's address when there is one) and the offline voice agent."""
 
-    def __init__(self) -> None:
-        self.server: LocalServer | None = None
+    def __init__(self, server: LocalServer | None = None) -> None:
+        self.server = server  # one already running (a test session's) is used, and left running
+        self._own_server = server is None
         self.agent: AgentProcess | None = None
 
     @property
@@ -35,7 +36,7 @@ class Lab:
         if self.agent is not None:
             self.agent.stop()
             self.agent = None
-        if self.server is not None:
+        if self.server is not None and self._own_server:
             self.server.stop()
             self.server = None
 
