@@ -273,8 +273,10 @@ async def _memory_verdict(ctx: Context, samples: list[t.Sample], t0: float, *, w
         found = []
         for field, what, limit in (("heap", "the firmware heap", prof.heap_per_min if per == "min" else
                                     prof.heap_per_cycle),
-                                   ("rss", "RSS", prof.rss_per_min if per == "min" else prof.rss_per_cycle),
-                                   ("handles", "open handles", 0.5 if per == "min" else 0.05)):
+                                   ("rss", f"the RSS of {ctx.target.rss_of}",
+                                    prof.rss_per_min if per == "min" else prof.rss_per_cycle),
+                                   ("handles", f"the open handles of {ctx.target.rss_of}",
+                                    0.5 if per == "min" else 0.05)):
             pts = _points(samples, field, t0)
             if not pts:
                 continue

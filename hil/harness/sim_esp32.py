@@ -49,6 +49,7 @@ class SimEsp32(t.Target):
     capabilities = frozenset({t.JOIN, t.MIC, t.SPEAKER, t.DATA_IN, t.RPC_IN, t.DATA_OUT, t.RPC_OUT,
                               t.AGENT_STATE, t.LED, t.HEAP, t.RSS, t.HANDLES, t.REJOIN})
     identity_name = "esp32"
+    rss_of = "the gateway"
 
     def __init__(self, *, heap: str = DEFAULT_HEAP, codec: str = "pcm16", board: str = "sim", grace: float = 1.0,
                  sample_every: float = 5.0):

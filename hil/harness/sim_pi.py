@@ -46,8 +46,11 @@ class SimPi(t.Target):
     capabilities = frozenset({t.JOIN, t.MIC, t.SPEAKER, t.DATA_IN, t.RPC_IN, t.AGENT_STATE, t.RSS, t.HANDLES})
     identity_name = "robot"
 
-    def __init__(self, *, sample_every: float = 2.0, duration: float = 3600.0):
+    rss_of = "the robot app"
+
+    def __init__(self, *, sample_every: float = 2.0, duration: float = 3600.0, mic_tail_s: float = 300.0):
         super().__init__()
+        self.mic_tail_s = mic_tail_s
         self.sample_every = sample_every
         self.duration = duration
         self.proc: subprocess.Popen | None = None
@@ -63,10 +66,9 @@ class SimPi(t.Target):
         self._samples.clear()
         self.dir = Path(tempfile.mkdtemp(prefix="lkd-hil-pi-"))
         mic = self.dir / "mic.wav"
-        # silence after the words: the wav backend would loop the file otherwise
+        # silence after the words, else the wav backend loops the file and asks the question again
         pcm = self._mic if self._mic is not None else np.zeros(0, np.int16)
-        write_wav(mic, np.concatenate([pcm, np.zeros(int(self.duration * 16000) - len(pcm) if
-                                                     len(pcm) < self.duration * 16000 else 0, np.int16)]))
+        write_wav(mic, np.concatenate([pcm, np.zeros(int(self.mic_tail_s * 16000), np.int16)]))
         self.speaker_path = self.dir / "speaker.wav"
         self._args = [sys.executable, "-m", "lkdevice.cli", "-v", "robot", "--url", url, "--token", token,
                       "--camera", "test", "--plugin", "sim", "--audio", "wav", "--play", str(mic),

@@ -146,6 +146,7 @@ class Target(ABC):
     name: str = "target"
     capabilities: frozenset[str] = frozenset()
     identity_name: str = "device"  # its participant identity in the room
+    rss_of: str = "the device"  # whose RSS and handles samples() carry
 
     def __init__(self) -> None:
         self.console = Console()
