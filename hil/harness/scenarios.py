@@ -7,7 +7,6 @@ restarts, the lossy network and the protocol fuzz are not here yet.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import statistics
 import time
@@ -97,7 +96,7 @@ async def _talk(ctx: Context) -> None:
         at += len(words) / 16000 + tail
     await boot(ctx, np.concatenate(parts), agent=True, peer=False)
     responses = []
-    for i, ((text, expect, _), (q_start, q_end)) in enumerate(zip(turns, spans), 1):
+    for i, ((text, expect, _), (_, q_end)) in enumerate(zip(turns, spans), 1):
         async with ctx.step(f"turn {i}: {text!r}") as step:
             ctx.waiting(f"the agent's transcript of {text!r}")
             await obs.until(lambda: len(obs.final(dev.identity_name)) >= i, 40, f"user transcript {i}")
