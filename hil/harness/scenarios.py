@@ -45,10 +45,15 @@ async def boot(ctx: Context, mic: np.ndarray | None = None, *, agent: bool = Fal
             t0 = time.monotonic()
             ctx.waiting(f"{dev.identity_name!r} in room {ctx.room} (seen by the peer)")
             try:
-                await far.until(lambda: far.present(dev.identity_name), 60, f"{dev.identity_name} in the room")
+                # a device whose process ended will not join: no need to wait the whole minute
+                await far.until(lambda: far.present(dev.identity_name) or dev.console.closed, 60,
+                                f"{dev.identity_name} in the room")
+                if not far.present(dev.identity_name):
+                    raise TimeoutError("the device stopped")
             except TimeoutError as e:
                 why = dev.errors()
-                raise Failed(f"{dev.identity_name} did not join within 60 s"
+                lasted = "stopped before it joined" if dev.console.closed else "did not join within 60 s"
+                raise Failed(f"{dev.identity_name} {lasted}"
                              + (f"; the device said: {' | '.join(why[:3])}" if why else "")) from e
             ctx.figure("join_s", time.monotonic() - t0, "s")
     return far
