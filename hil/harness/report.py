@@ -25,8 +25,15 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
+def _wav_name(r: sc.ScenarioResult, name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", f"{r.scenario}-{r.repeat}-{name}".lower()).strip("-") + ".wav"
+
+
 def to_dict(run: RunResult) -> dict:
-    d = dataclasses.asdict(run)
+    d = dataclasses.asdict(dataclasses.replace(run, results=[dataclasses.replace(r, recordings={})
+                                                             for r in run.results]))
+    for rd, r in zip(d["results"], run.results):
+        rd["recordings"] = [_wav_name(r, n) for n in r.recordings]
     d["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started))
     d["summary"] = {k: sum(1 for r in run.results if r.status == k) for k in (sc.PASSED, sc.FAILED, sc.SKIPPED)}
     return d
@@ -157,7 +164,9 @@ def html_page(run: RunResult, plots: list[tuple[str, str]]) -> str:
         details.append(f"<h3>{e(r.scenario)} #{r.repeat}: <span class='{r.status}'>{r.status}</span></h3>"
                        + (f"<p>{e(r.reason)}</p>" if r.reason else "")
                        + (f"<ul>{figs}</ul>" if figs else "") + (f"<ol>{steps}</ol>" if steps else "")
-                       + ("<pre>" + e("\n".join(r.device_errors)) + "</pre>" if r.device_errors else ""))
+                       + ("<pre>" + e("\n".join(r.device_errors)) + "</pre>" if r.device_errors else "")
+                       + "".join(f"<p><audio controls src='{e(_wav_name(r, n))}'></audio> {e(n)}</p>"
+                                 for n in r.recordings))
     imgs = "".join(f"<figure><img src='{e(f)}' alt='{e(t)}'><figcaption>{e(t)}</figcaption></figure>"
                    for t, f in plots)
     ident = "".join(f"<li>{e(k)}: {e(str(v))}</li>" for k, v in dataclasses.asdict(run.identity).items())
@@ -176,6 +185,10 @@ def write(run: RunResult, out: str | Path, secrets: list[str] = ()) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     secrets = list(secrets)
     plots = plot(run, out)
+    from lkdevice.host_tools.simulator import write_wav
+    for r in run.results:
+        for name, (pcm, rate) in r.recordings.items():
+            write_wav(out / _wav_name(r, name), pcm, rate)
     (out / "report.json").write_text(scrub(json.dumps(to_dict(run), indent=1), secrets))
     tree = junit(run)
     ET.indent(tree)

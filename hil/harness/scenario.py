@@ -77,6 +77,8 @@ class ScenarioResult:
     # named series for plots: name -> {"x": label, "y": label, "points": [[x, y], ...]}
     series: dict[str, dict[str, Any]] = field(default_factory=dict)
     device_errors: list[str] = field(default_factory=list)
+    # audio a person may want to hear (name -> (int16 pcm, rate)); written as WAV beside the report
+    recordings: dict[str, tuple[Any, int]] = field(default_factory=dict, repr=False)
 
 
 Progress = Callable[[str], None]
@@ -141,6 +143,9 @@ class Context:
 
     def series(self, name: str, x: str, y: str, points: list[tuple[float, float]]) -> None:
         self.result.series[name] = {"x": x, "y": y, "points": [[float(a), float(b)] for a, b in points]}
+
+    def keep_audio(self, name: str, pcm, rate: int) -> None:
+        self.result.recordings[name] = (pcm, rate)
 
     def check(self, ok: bool, reason: str) -> None:
         if not ok:

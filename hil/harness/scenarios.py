@@ -127,6 +127,7 @@ async def _talk(ctx: Context) -> None:
             answer = rec.at(end_t)
             if nxt is not None:
                 answer = answer[:max(0, int((nxt - end_t) * rec.rate))]
+            ctx.keep_audio(f"speaker turn {i}", answer, rec.rate)  # what the user heard, for a person to judge
             start = first_voiced(answer, rec.rate)
             ctx.check(start is not None, "the speaker played nothing after the question")
             response = start

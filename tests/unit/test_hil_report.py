@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import wave
 import xml.etree.ElementTree as ET
+
+import numpy as np
 
 from lkdevice.hil import report
 from lkdevice.hil.runner import RunResult
@@ -23,7 +26,8 @@ def run() -> RunResult:
                              elapsed_s=30.0, steps=[StepResult("cycle 1/3", elapsed_s=3.1)],
                              figures={"heap_growth_per_cycle": Figure(4096.0 if rep == 2 else 3.0, "B/cycle")},
                              series={"heap at each cycle's end": {"x": "cycle", "y": "bytes",
-                                                                  "points": [[1, 100], [2, 200], [3, 300]]}})
+                                                                  "points": [[1, 100], [2, 200], [3, 300]]}},
+                             recordings={"speaker": (np.zeros(1600, np.int16), 16000)})
         r.results.append(res)
     r.results += [ScenarioResult("data-rpc-out", k, SKIPPED, "the robot app has no API for sending data")
                   for k in (1, 2)]
@@ -35,6 +39,9 @@ def test_the_report_files_say_what_happened(tmp_path):
     d = json.loads((out / "report.json").read_text())
     assert d["identity"]["firmware_hash"] == "abc123" and d["summary"] == {"passed": 1, "failed": 1, "skipped": 2}
     assert [s["status"] for s in d["results"]] == ["passed", "failed", "skipped", "skipped"]
+    assert d["results"][1]["recordings"] == ["cycles-2-speaker.wav"]
+    with wave.open(str(out / "cycles-2-speaker.wav")) as w:
+        assert (w.getframerate(), w.getnframes()) == (16000, 1600)
 
     suite = ET.parse(out / "junit.xml").getroot()
     cases = suite.findall("testcase")
