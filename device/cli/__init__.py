@@ -17,7 +17,7 @@ import signal
 import sys
 
 from .. import __version__
-from . import agent, board, deploy, doctor, flash, gateway, join, robot, server, sim, up
+from . import agent, board, deploy, doctor, flash, gateway, hil, join, robot, server, sim, up
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     robot.add_parsers(sub)
     agent.add_parsers(sub)
     up.add_parsers(sub)
+    hil.add_parsers(sub)
     return p
 
 

@@ -1,0 +1,34 @@
+"""What is in a recording: where speech starts, how much of it is voiced, whether a tone is there. Pure numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _frames(pcm: np.ndarray, rate: int) -> np.ndarray:
+    n = rate // 50  # 20 ms
+    return pcm[: len(pcm) // n * n].reshape(-1, n).astype(np.float64)
+
+
+def rms_per_frame(pcm: np.ndarray, rate: int) -> np.ndarray:
+    f = _frames(pcm, rate)
+    return np.sqrt((f ** 2).mean(axis=1)) if len(f) else np.zeros(0)
+
+
+def voiced_seconds(pcm: np.ndarray, rate: int, threshold: float = 200.0) -> float:
+    return float((rms_per_frame(pcm, rate) > threshold).sum()) / 50
+
+
+def first_voiced(pcm: np.ndarray, rate: int, threshold: float = 500.0) -> float | None:
+    """Seconds into `pcm` of the first 20 ms frame louder than `threshold`."""
+    loud = np.nonzero(rms_per_frame(pcm, rate) > threshold)[0]
+    return float(loud[0]) / 50 if len(loud) else None
+
+
+def silence(seconds: float, rate: int = 16000) -> np.ndarray:
+    return np.zeros(int(seconds * rate), np.int16)
+
+
+def sine(freq: float, seconds: float, rate: int = 16000, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)

@@ -1,0 +1,64 @@
+"""What every scenario of a run shares: the LiveKit server, tokens, and (started on first need) the agent."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from lkdevice.host_tools.livekit_server import DEV_API_KEY, DEV_API_SECRET, LocalServer, ServerConfig
+from lkdevice.host_tools.tokens import mint_token
+
+from .far_side import AgentProcess, FarSide
+
+AGENT_NAME = "lkdevice-hil-agent"
+
+
+class Lab:
+    """A local livekit-server (in the namespace's address when there is one) and the offline voice agent."""
+
+    def __init__(self, server: LocalServer | None = None) -> None:
+        self.server = server  # one already running (a test session's) is used, and left running
+        self._own_server = server is None
+        self.agent: AgentProcess | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None, "Lab.start() first"
+        return self.server.url
+
+    def start(self) -> "Lab":
+        node_ip = os.environ.get("LKDEVICE_NODE_IP", "127.0.0.1")
+        ips = [node_ip] + (["127.0.0.1"] if node_ip != "127.0.0.1" else [])
+        self.server = LocalServer(ServerConfig(node_ip=node_ip, candidate_ips=ips)).start()
+        return self
+
+    def stop(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+            self.agent = None
+        if self.server is not None and self._own_server:
+            self.server.stop()
+            self.server = None
+
+    def token(self, identity: str, room: str, *, agent: bool = False, **kw) -> str:
+        return mint_token(DEV_API_KEY, DEV_API_SECRET, identity=identity, room=room,
+                          agent_name=AGENT_NAME if agent else None, **kw)
+
+    @staticmethod
+    def room_name(scenario: str) -> str:
+        return f"hil-{scenario}-{uuid.uuid4().hex[:6]}"
+
+    async def voice_agent(self) -> AgentProcess:
+        """`lkdevice agent`, started once per run (its models load in ~10-20 s)."""
+        if self.agent is None or self.agent.proc.poll() is not None:
+            self.agent = AgentProcess(self.url, AGENT_NAME, DEV_API_KEY, DEV_API_SECRET)
+            await self.agent.wait_ready()
+        return self.agent
+
+    async def far_side(self, identity: str, room: str, *, hidden: bool = False, agent: bool = False) -> FarSide:
+        return await FarSide(identity).connect(self.url, self.token(identity, room, hidden=hidden, agent=agent,
+                                                                    ttl=3600))
+
+    def secrets(self) -> list[str]:
+        """What must never appear in a report."""
+        return [DEV_API_SECRET]

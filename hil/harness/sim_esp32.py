@@ -1,0 +1,236 @@
+"""`sim-esp32`: the firmware on the MicroPython unix port (SimulatedDevice), through a gateway process.
+
+The gateway runs as `lkdevice gateway` in its own process, so its memory and
+open handles are measured apart from the harness. Its grace period is short
+(1 s by default): a rejoin (the access point away for longer) is then a real
+leave and join for the firmware, the gateway and the room. The flash carries a
+small app.py (the firmware's public app API, no test branch in the firmware)
+that echoes data and calls back an RPC, for data and RPC device -> room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from lkdevice.host_tools.livekit_server import free_port
+from lkdevice.host_tools.simulator import DEFAULT_HEAP, RATE, SimulatedDevice, SimulatorError, repo_paths
+
+from . import target as t
+from .procinfo import git_commit, open_handles, rss_bytes
+
+# the firmware's app API (firmware/README.md, "User code"): what a real board would carry for the harness too
+HIL_APP = '''
+def setup(device):
+    def on_data(payload, sender, topic):
+        if topic == "hil.echo":
+            device.send_data("echo:" + payload, topic="hil.echo.reply")
+    device.on("data", on_data)
+
+    async def call_back(caller, payload):
+        return "back:" + await device.perform_rpc(caller, "hil.pong", payload, 5000)
+    device.register_rpc("hil.call", call_back)
+'''
+
+ERROR_LINE = re.compile(r"Traceback|MemoryError|watchdog reset|\[lkd\] stopped|\[lkd\] config error|app error")
+
+
+class SimEsp32(t.Target):
+    name = "sim-esp32"
+    capabilities = frozenset({t.JOIN, t.MIC, t.SPEAKER, t.DATA_IN, t.RPC_IN, t.DATA_OUT, t.RPC_OUT,
+                              t.AGENT_STATE, t.LED, t.HEAP, t.RSS, t.HANDLES, t.REJOIN})
+    identity_name = "esp32"
+    rss_of = "the gateway"
+
+    def __init__(self, *, heap: str = DEFAULT_HEAP, codec: str = "pcm16", board: str = "sim", grace: float = 1.0,
+                 sample_every: float = 5.0):
+        super().__init__()
+        self.heap = heap
+        self.codec = codec
+        self.board = board
+        self.grace = grace
+        self.sample_every = sample_every
+        self.dev: SimulatedDevice | None = None
+        self.gateway: subprocess.Popen | None = None
+        self.gateway_log: deque[str] = deque(maxlen=300)
+        self._booted_at = 0.0
+        self._spk_origin: float | None = None
+        self._gw_samples: deque[t.Sample] = deque(maxlen=10_000)
+        self._sampler: asyncio.Task | None = None
+        self._pump: threading.Thread | None = None
+        self._stop_pump = threading.Event()
+
+    # --- power
+
+    async def start(self, url: str, room: str, token: str) -> None:
+        self.console = t.Console()
+        self._gw_samples.clear()
+        self._stats, self._leds, self._speaker = {}, [], np.zeros(0, np.int16)
+        await self._start_gateway(url)
+        port = self._gateway_port
+        try:
+            self.dev = SimulatedDevice(f"ws://127.0.0.1:{port}/v1/device", token, board=self.board, codec=self.codec,
+                                       play=self._mic if self._mic is not None else np.zeros(0, np.int16),
+                                       heap=self.heap, app_source=HIL_APP)
+            await asyncio.to_thread(self.dev.start)
+        except SimulatorError as e:
+            raise t.TargetError(str(e)) from None
+        self._booted_at = time.monotonic()
+        self._spk_origin = None
+        self._stop_pump.clear()
+        self._pump = threading.Thread(target=self._pump_console, daemon=True)
+        self._pump.start()
+        self._sampler = asyncio.ensure_future(self._sample_gateway())
+
+    async def _start_gateway(self, url: str) -> None:
+        self._gateway_port = free_port()
+        self.gateway = subprocess.Popen(
+            [sys.executable, "-m", "lkdevice.cli", "gateway", "--livekit-url", url,
+             "--listen", f"127.0.0.1:{self._gateway_port}", "--grace", str(self.grace)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        ready = threading.Event()
+
+        def drain():
+            for line in self.gateway.stdout:
+                self.gateway_log.append(line.rstrip("\n"))
+                if "gateway listening on" in line:
+                    ready.set()
+            ready.set()
+        threading.Thread(target=drain, daemon=True).start()
+        if not await asyncio.to_thread(ready.wait, 20) or self.gateway.poll() is not None:
+            raise t.TargetError("the gateway did not start: " + " | ".join(list(self.gateway_log)[-5:]))
+
+    def _pump_console(self, i: int = 0) -> None:
+        # SimulatedDevice keeps its own lines; copy them into the Console as they come (their times with them)
+        while not self._stop_pump.is_set():
+            lines = self.dev.lines()
+            for line in lines[i:]:
+                self.console.feed(line)
+            i = len(lines)
+            if not self.dev.running and i == len(self.dev.lines()):
+                break
+            self._stop_pump.wait(0.05)
+        if self._stop_pump.is_set():
+            return  # stopped by us: stop() or reset() takes it from here
+        for line in self.dev.lines()[i:]:
+            self.console.feed(line)
+        self.console.close()
+
+    async def _sample_gateway(self) -> None:
+        while self.gateway is not None and self.gateway.poll() is None:
+            pid = self.gateway.pid
+            self._gw_samples.append(t.Sample(time.monotonic(), rss=rss_bytes(pid), handles=open_handles(pid)))
+            await asyncio.sleep(self.sample_every)
+
+    async def stop(self) -> list[str]:
+        errors: list[str] = []
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
+        if self.dev is not None:
+            await asyncio.to_thread(self.dev.stop)
+            self._stop_pump.set()
+            if self._pump is not None:
+                self._pump.join(2)
+            for line in self.dev.lines()[self.console.mark():]:
+                self.console.feed(line)
+            self.console.close()
+            errors += self.errors()
+            self._stats = self.dev.stats()
+            self._leds = self.dev.led_colors()
+            self._speaker = self.dev.speaker_pcm()
+            self.dev.cleanup()
+        if self.gateway is not None:
+            if self.gateway.poll() is not None:
+                errors.append(f"the gateway exited with {self.gateway.returncode}")
+            self.gateway.terminate()
+            try:
+                self.gateway.wait(10)
+            except subprocess.TimeoutExpired:
+                self.gateway.kill()
+                self.gateway.wait()
+            errors += [l for l in self.gateway_log if "Traceback" in l or " ERROR " in l]
+            self.gateway = None
+        return errors
+
+    async def reset(self) -> None:
+        assert self.dev is not None
+        self._stop_pump.set()
+        if self._pump is not None:
+            self._pump.join(2)
+        await asyncio.to_thread(self.dev.reboot)
+        self._booted_at = time.monotonic()
+        self._spk_origin = None
+        self.console.reopen()
+        self._stop_pump.clear()
+        self._pump = threading.Thread(target=self._pump_console, args=(len(self.dev.lines()),), daemon=True)
+        self._pump.start()
+
+    async def rejoin(self, timeout: float) -> None:
+        """The access point away for longer than the gateway's grace, then back: the room sees the
+        device leave, the firmware says hello again (a new session), and the room sees it join."""
+        assert self.dev is not None
+        mark = self.console.mark()
+        self.dev.set_fault("ap", False)
+        try:
+            await self.expect(r"\[lkd\] link lost", min(timeout, 10), since=mark)
+            await asyncio.sleep(self.grace + 1.0)
+        finally:
+            self.dev.set_fault("ap", None)
+        await self.expect(r"\[lkd\] welcome ", timeout, since=mark)
+
+    def errors(self) -> list[str]:
+        return [l for l in self.console.lines() if ERROR_LINE.search(l)][:20]
+
+    # --- audio, LED
+
+    def mic_origin(self) -> float | None:
+        return self._booted_at or None
+
+    def recording(self) -> t.Recording:
+        running = self.dev is not None and self.dev.running
+        pcm = self.dev.speaker_pcm() if running else getattr(self, "_speaker", np.zeros(0, np.int16))
+        if running and len(pcm) and self._spk_origin is None:
+            # the sim writes the speaker on the wall-clock timeline: its length says when sample 0 was
+            self._spk_origin = time.monotonic() - len(pcm) / RATE
+        return t.Recording(pcm, RATE, self._spk_origin or self._booted_at)
+
+    def led_colors(self) -> list[tuple[float, tuple[int, int, int]]]:
+        leds = self.dev.led_colors() if self.dev is not None and self.dev.running else getattr(self, "_leds", [])
+        return [(self._booted_at + ms / 1000, rgb) for ms, rgb in leds]
+
+    # --- identity, samples
+
+    def identity(self) -> t.Identity:
+        paths = repo_paths()
+        digest = hashlib.sha256()
+        for p in sorted(paths["firmware"].rglob("*.py")) + [paths["device_protocol"]]:
+            digest.update(p.name.encode() + b"\0" + p.read_bytes())
+        mp = subprocess.run(["micropython", "-c", "import sys; print(sys.version)"], capture_output=True,
+                            text=True, timeout=10).stdout.strip()
+        return t.Identity(self.name, firmware_hash=digest.hexdigest()[:16], micropython=mp or None,
+                          board=f"boards/{self.board}.json", git_commit=git_commit(paths["firmware"].parent),
+                          extra={"heap": self.heap, "codec": self.codec, "gateway_grace_s": str(self.grace)})
+
+    def samples(self) -> list[t.Sample]:
+        stats = self.dev.stats() if self.dev is not None and self.dev.running else getattr(self, "_stats", {})
+        heap = [t.Sample(self._booted_at + ms / 1000, heap=b) for ms, b in stats.get("live", [])]
+        return sorted(heap + list(self._gw_samples), key=lambda s: s.t)
+
+    def data_probe(self, sender: str) -> tuple[str, bytes, str]:
+        return "hil.note", b"hello from the room", rf"\[lkd\] data from={re.escape(sender)} topic=hil.note " \
+                                                    r"text=hello from the room$"
+
+    def rpc_probe(self) -> tuple[str, str, str]:
+        return "lkdevice.info", "", r'"heap_free": ?\d+'
+
+    def agent_state_line(self, agent: str, state: str) -> str:
+        return rf"\[lkd\] agent_state agent={re.escape(agent)} state={state}$"

@@ -1,0 +1,32 @@
+"""`lkdevice hil run`: a user's mistake is one line and exit 2, before anything starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def hil(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lkdevice.cli", "hil", "run", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_an_unknown_scenario_is_one_line_naming_the_known_ones():
+    r = hil("--scenario", "joni")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "error: unknown scenario 'joni'; scenarios: join, talk, data-rpc-in, data-rpc-out, agent-state, long-call, "
+        "cycles"]
+
+
+def test_an_unknown_target_is_one_line():
+    r = hil("--target", "esp32:/dev/ttyUSB0", "--scenario", "join")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "error: unknown target 'esp32:/dev/ttyUSB0'; targets: sim-esp32, sim-pi (esp32:PORT and pi:HOST are not "
+        "built yet)"]
+
+
+def test_the_help_shows_an_example():
+    r = subprocess.run([sys.executable, "-m", "lkdevice.cli", "hil", "run", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "example: " in r.stdout and "--repeat N" in r.stdout
