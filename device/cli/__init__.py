@@ -5,7 +5,8 @@ token-server), `gateway`, `sim` (the simulated ESP32, from the host tools),
 `board` (install, provision, monitor), `flash` and `doctor`: the board tools,
 from host_tools.board; `deploy` (the robot onto a Pi as a service, from host_tools.deploy);
 `robot`, the Pi robot app (device/robot/); `agent`, the offline voice agent
-(host_tools.agent).
+(host_tools.agent); `up` and `demo`, the local stack (host_tools.stack, demo); `hil`,
+the hardware-in-the-loop harness (hil/harness, installed as lkdevice.hil).
 """
 
 from __future__ import annotations
