@@ -5,7 +5,7 @@ LKDEVICE = $(PY) -m lkdevice.cli
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: setup demo test unit bench clean
+.PHONY: setup demo test unit hil bench clean
 
 setup:  ## the package with test deps, and the pinned livekit-server build (cached)
 	@echo "setup: pip install -e '.[test]' (the first time ~1 GB of wheels: LiveKit Agents, onnxruntime, PyAV; a few minutes)"
@@ -21,6 +21,11 @@ demo: setup  ## local server + gateway + the offline voice agent + a simulated E
 test: setup  ## system packages (namespace tools, nftables, libopus), unit tests, then live tests in a private network namespace
 	host_tools/system_deps.sh
 	host_tools/isolated.sh $(PY) -m pytest -q
+
+hil: setup  ## the hardware-in-the-loop harness, full profile (10 min call, 100 cycles) on both simulated targets
+	host_tools/system_deps.sh
+	host_tools/isolated.sh $(LKDEVICE) hil run --target sim-esp32 --profile full --report hil-report/sim-esp32
+	host_tools/isolated.sh $(LKDEVICE) hil run --target sim-pi --profile full --report hil-report/sim-pi
 
 unit:
 	$(PY) -m pytest -q tests/unit
@@ -38,4 +43,4 @@ bench: setup  ## join time, audio round trip, gateway latency and capacity, robo
 	else echo "bench/firmware_frozen_heap.py skipped (needs a MicroPython source folder: make bench MPSRC=DIR)"; fi
 
 clean:
-	rm -rf demo-answer.wav demo-echo.wav .pytest_cache build *.egg-info
+	rm -rf hil-report demo-answer.wav demo-echo.wav .pytest_cache build *.egg-info
