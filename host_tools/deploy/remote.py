@@ -132,6 +132,10 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
+# every folder pyproject.toml maps a package from ([tool.setuptools.package-dir]): the wheel's sources
+SOURCE_DIRS = ("device", "host_tools", "hil/harness")
+
+
 def build_wheel(out_dir: str) -> str:
     """The project's wheel, built here from this checkout with its own build backend (no network)."""
     src = Path(__file__).resolve().parents[2]
@@ -142,7 +146,7 @@ def build_wheel(out_dir: str) -> str:
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
         for name in ("pyproject.toml", "README.md"):
             shutil.copy2(src / name, tmp)
-        for name in ("device", "host_tools"):
+        for name in SOURCE_DIRS:
             shutil.copytree(src / name, Path(tmp) / name, ignore=ignore)
         r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                             "-w", out_dir, tmp], capture_output=True, text=True)

@@ -85,3 +85,18 @@ def test_what_the_config_asks_of_the_pi_is_warned_about():
         "sudo apt install python3-sounddevice, or deploy without --offline"]
     assert check_devices(probe(has_picamera2=False, has_portaudio=False),
                          {"camera": {"source": "none"}, "audio": {"backend": "none"}}, offline=True) == []
+
+
+def test_the_wheel_is_built_from_every_folder_pyproject_maps_a_package_from():
+    """A package folder left out of the clean copy fails the build on the user's machine (it did: hil/harness)."""
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from lkdevice.host_tools.deploy.remote import SOURCE_DIRS
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert set(pyproject["tool"]["setuptools"]["package-dir"].values()) == set(SOURCE_DIRS)
