@@ -7,6 +7,7 @@ direction of the call loses X % once), after the call is up.
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import numpy as np
 import pytest
@@ -85,8 +86,20 @@ async def test_tone_arrives_on_pitch_both_ways(call, net, loss):
         assert wrong <= 0.05 * len(frames), f"{who} heard {wrong}/{len(frames)} frames off {hz} Hz"
 
 
+@pytest.fixture
+def suite_heap_frozen():
+    """The objects the suite has piled up in this one process (1500 tests' worth) moved out of the
+    collector's way, so a full collection over them cannot pause the loop mid-measurement: a pause no
+    device app has. (One CI run saw a single 243 ms wait here, not reproduced alone; a collection is a
+    suspect, not a proven cause.) What the client allocates from here on is collected as usual."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
 @pytest.mark.parametrize("loss", [3, 10])
-async def test_no_gap_over_60ms_in_what_we_receive(call, net, loss):
+async def test_no_gap_over_60ms_in_what_we_receive(call, net, loss, suite_heap_frozen):
     """A speaker needs a frame every 20 ms: lost packets must become concealment, not waiting."""
     _, dev, _, from_agent = call
     await asyncio.sleep(0.5)
