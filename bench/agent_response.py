@@ -48,10 +48,8 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +58,7 @@ import numpy as np
 
 import _common as common
 from _gateway import GatewayProcess
+from lkdevice.host_tools.stack import AgentProcess, log_tail
 
 log = logging.getLogger("bench.agent_response")
 
@@ -160,42 +159,6 @@ def frames_of(pcm: np.ndarray, rate: int, start_s: float) -> tuple[np.ndarray, n
 
 
 # --- the processes ---------------------------------------------------------------------------
-
-class AgentProcess:
-    """`lkdevice agent --metrics FILE` as a user starts it; its output kept, bounded."""
-
-    def __init__(self, url: str, metrics: str):
-        from lkdevice.host_tools.livekit_server import DEV_API_KEY, DEV_API_SECRET
-
-        env = {**os.environ, "LIVEKIT_API_KEY": DEV_API_KEY, "LIVEKIT_API_SECRET": DEV_API_SECRET,
-               "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lkdevice.cli", "agent", "--url", url, "--agent-name", AGENT,
-             "--greeting", "", "--metrics", metrics],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: collections.deque[str] = collections.deque(maxlen=400)
-        self._ready = threading.Event()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:  # type: ignore[union-attr]
-            self.lines.append(redact(line.rstrip()))
-            if " registered with " in line:
-                self._ready.set()
-
-    def wait_ready(self, timeout: float) -> None:
-        if not self._ready.wait(timeout):
-            raise RuntimeError("the agent did not register: " + " | ".join(list(self.lines)[-10:]))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
 
 class Stoppable:
     """Anything the watchdog must end: a callable run once."""
@@ -580,12 +543,14 @@ def analyse(rec: Recording, metrics: list[tuple[dict, dict | None]]) -> dict:
 
 async def measure(args, server, refs: list, workdir: Path) -> dict:
     metrics_path = workdir / "agent-metrics.jsonl"
-    agent = AgentProcess(server.url, str(metrics_path))
-    refs.append(agent)
+    agent = AgentProcess(server.url, agent_name=AGENT, echo=False, log_path=workdir / "agent.log",
+                         extra_args=("--greeting", "", "--metrics", str(metrics_path)))
+    agent.spawn()
+    refs.append(Stoppable(agent.terminate))
     gateway = None
     result: dict = {"benchmark": "agent_response", "turns_per_path": args.turns, "paths": {}, "errors": []}
     try:
-        await asyncio.to_thread(agent.wait_ready, 90.0)
+        await agent.wait_registered(90.0)
         if "esp32" in args.paths:
             gateway = GatewayProcess(server.url)
             await asyncio.to_thread(gateway.start)
@@ -618,9 +583,9 @@ async def measure(args, server, refs: list, workdir: Path) -> dict:
     finally:
         if gateway is not None:
             await asyncio.to_thread(gateway.stop)
-        await asyncio.to_thread(agent.stop)
+        await agent.stop()
     if result["errors"]:
-        result["agent_log_tail"] = list(agent.lines)[-20:]
+        result["agent_log_tail"] = [redact(line) for line in log_tail(agent.log_path, 20).splitlines()]
     result["table"] = [
         {"path": p, "felt_median_ms": r["felt"]["median_ms"], "felt_p90_ms": r["felt"]["p90_ms"],
          **{f"{k}_median_ms": r["agent"][k]["median_ms"] for k in PARTS},

@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from .simulator import write_wav
 from .stack import PartDied, Stack, StackConfig, StackError, UsageError, log_tail
 
 RATE = 16000
@@ -95,26 +96,16 @@ def pick_audio(choice: str) -> str:
 
 
 def speak(text: str, path: Path) -> np.ndarray:
-    """`text` spoken by espeak-ng (the agent's own voice), 16 kHz mono int16, with silence before and after."""
-    from .agent.espeak_tts import ESpeakError, speak_to_wav
+    """`text` spoken by espeak-ng (the agent's own voice), 16 kHz mono int16, with silence before and after;
+    also written to `path`."""
+    from .agent.espeak_tts import ESpeakError, speak as espeak
 
     try:
-        speak_to_wav(text, path, sample_rate=RATE, leading_silence_ms=int(LEAD_S * 1000),
-                     trailing_silence_ms=int(TAIL_S * 1000))
+        pcm = espeak(text, RATE, leading_silence_ms=int(LEAD_S * 1000), trailing_silence_ms=int(TAIL_S * 1000))
     except ESpeakError as e:  # missing (names the package) or failed
         raise UsageError(f"the spoken question: {e}") from None
-    from lkdevice.rtc.wavfile import read_wav
-
-    pcm, _ = read_wav(str(path))
-    return np.asarray(pcm, dtype=np.int16)
-
-
-def write_wav(path: Path | str, pcm: np.ndarray, rate: int = RATE) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+    write_wav(path, pcm)
+    return pcm
 
 
 def voiced_seconds(pcm: np.ndarray, rate: int) -> float:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
@@ -111,8 +112,10 @@ class AgentProcess:
     group is swept afterwards so no job process outlives it."""
 
     def __init__(self, url: str, *, agent_name: str, echo: bool, log_path: Path,
-                 api_key: str = DEV_API_KEY, api_secret: str = DEV_API_SECRET, threads: bool = False):
+                 api_key: str = DEV_API_KEY, api_secret: str = DEV_API_SECRET, threads: bool = False,
+                 extra_args: Sequence[str] = ()):
         self.url = url
+        self.extra_args = list(extra_args)  # more `lkdevice agent` flags: --greeting "", --metrics FILE
         self.agent_name = agent_name
         self.echo = echo
         self.log_path = log_path
@@ -132,6 +135,7 @@ class AgentProcess:
             argv.append("--echo")
         if self.threads:
             argv.append("--threads")
+        argv += self.extra_args
         # the secret goes by environment, never argv (the process list shows argv)
         env = dict(os.environ, LIVEKIT_URL=self.url, LIVEKIT_API_KEY=self._api_key,
                    LIVEKIT_API_SECRET=self._api_secret, PYTHONUNBUFFERED="1")
@@ -160,15 +164,18 @@ class AgentProcess:
         return None if self.proc is None else self.proc.poll()
 
     async def stop(self, timeout: float = 15.0) -> None:
+        await asyncio.to_thread(self.terminate, timeout)
+
+    def terminate(self, timeout: float = 15.0) -> None:
+        """stop(), blocking: for watchdogs and synchronous teardown."""
         proc = self.proc
         if proc is None:
             return
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
         # whatever is left of its group (a job process the worker could not end) goes now
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""The room's side of a scenario: an official-SDK participant, and `lkdevice agent` as a user starts it.
+"""The room's side of a scenario: an official-SDK participant (the agent itself is host_tools.stack.AgentProcess).
 
 A `FarSide` either watches unseen (hidden: the agent's transcripts and state)
 or plays a visible peer (data, RPC, a stand-in agent's `lk.agent.state`).
@@ -7,10 +7,6 @@ or plays a visible peer (data, RPC, a stand-in agent's `lk.agent.state`).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import threading
 import time
 from collections import deque
 
@@ -78,42 +74,6 @@ class FarSide:
                 return got
             await asyncio.sleep(0.05)
         raise TimeoutError(f"no {describe} within {timeout:g} s")
-
-
-class AgentProcess:
-    """`lkdevice agent --agent-name NAME` against `url`, its output kept (bounded) for the report."""
-
-    def __init__(self, url: str, agent_name: str, api_key: str, api_secret: str):
-        env = {**os.environ, "LIVEKIT_API_KEY": api_key, "LIVEKIT_API_SECRET": api_secret}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lkdevice.cli", "agent", "--url", url, "--agent-name", agent_name,
-             "--greeting", ""], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            stdin=subprocess.DEVNULL)
-        self.out: deque[str] = deque(maxlen=500)
-        self._ready = threading.Event()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
-
-    def _drain(self, stream) -> None:
-        for line in stream:
-            self.out.append(line.rstrip("\n"))
-            if " registered with " in line:
-                self._ready.set()
-
-    async def wait_ready(self, timeout: float = 90.0) -> None:
-        if not await asyncio.to_thread(self._ready.wait, timeout):
-            tail = "\n".join(list(self.out)[-20:])
-            self.stop()
-            raise TimeoutError(f"`lkdevice agent` did not register within {timeout:g} s:\n{tail}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 async def publish_tone(room: rtc.Room, frequency: float, name: str = "hil-tone") -> asyncio.Task:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
+from pathlib import Path
 
 from lkdevice.host_tools.livekit_server import DEV_API_KEY, DEV_API_SECRET, LocalServer, ServerConfig
+from lkdevice.host_tools.stack import AgentProcess
 from lkdevice.host_tools.tokens import mint_token
 
-from .far_side import AgentProcess, FarSide
+from .far_side import FarSide
 
 AGENT_NAME = "lkdevice-hil-agent"
 
@@ -34,7 +37,8 @@ class Lab:
 
     def stop(self) -> None:
         if self.agent is not None:
-            self.agent.stop()
+            self.agent.terminate()
+            self.agent.log_path.unlink(missing_ok=True)
             self.agent = None
         if self.server is not None and self._own_server:
             self.server.stop()
@@ -50,9 +54,12 @@ class Lab:
 
     async def voice_agent(self) -> AgentProcess:
         """`lkdevice agent`, started once per run (its models load in ~10-20 s)."""
-        if self.agent is None or self.agent.proc.poll() is not None:
-            self.agent = AgentProcess(self.url, AGENT_NAME, DEV_API_KEY, DEV_API_SECRET)
-            await self.agent.wait_ready()
+        if self.agent is None or self.agent.returncode() is not None:
+            log = Path(tempfile.gettempdir()) / f"lkdevice-hil-agent-{uuid.uuid4().hex[:6]}.log"
+            self.agent = AgentProcess(self.url, agent_name=AGENT_NAME, echo=False, log_path=log,
+                                      extra_args=("--greeting", ""))
+            self.agent.spawn()
+            await self.agent.wait_registered()
         return self.agent
 
     async def far_side(self, identity: str, room: str, *, hidden: bool = False, agent: bool = False) -> FarSide:

@@ -17,7 +17,7 @@ from lkdevice.host_tools.agent import sphinx_stt
 from lkdevice.host_tools.agent.sphinx_stt import SphinxSTT, transcribe, transcribe_wav
 from livekit import rtc
 from livekit.agents import APIError, stt
-from tests.speech import speak
+from lkdevice.host_tools.agent.espeak_tts import speak
 
 COMMANDS = ["move forward", "move backward", "turn left", "turn right", "stop",
             "set the light to red", "set the light to green", "set the light to blue",
@@ -30,7 +30,7 @@ NOT_COMMANDS = ["move forward quickly", "turn right now", "stop the car", "set a
 
 @functools.cache
 def said(text: str, rate: int = 16000) -> np.ndarray:
-    return speak(text, rate)
+    return speak(text, rate, words_per_minute=160)
 
 
 def frames_of(samples: np.ndarray, rate: int, ms: int = 20) -> list[rtc.AudioFrame]:
