@@ -32,6 +32,8 @@ HEAP = "heap"              # samples() carry the firmware's live heap
 RSS = "rss"                # samples() carry a process's resident memory
 HANDLES = "handles"        # samples() carry open file descriptors
 REJOIN = "rejoin"          # rejoin(): leave the room and join again without a reboot
+LINK_DROP = "link_drop"    # drop_link(seconds): the device's network gone for a while, then back
+GATEWAY = "gateway"        # reaches the room through a gateway the harness runs: gateway_url(), restart_gateway()
 
 
 class TargetError(RuntimeError):
@@ -169,6 +171,18 @@ class Target(ABC):
     async def rejoin(self, timeout: float) -> None:
         """Leave the room and join it again without a reboot (REJOIN)."""
         raise TargetError(f"{self.name} cannot leave and rejoin")
+
+    async def drop_link(self, seconds: float) -> None:
+        """The device's network away for `seconds`, then back (LINK_DROP); returns when it is back."""
+        raise TargetError(f"{self.name} cannot drop its link")
+
+    def gateway_url(self) -> str:
+        """The device-protocol URL of the gateway this target goes through (GATEWAY)."""
+        raise TargetError(f"{self.name} has no gateway")
+
+    async def restart_gateway(self) -> None:
+        """Stop the gateway process and start it again on the same address (GATEWAY)."""
+        raise TargetError(f"{self.name} has no gateway")
 
     # --- console
 
