@@ -18,14 +18,14 @@ demo: setup  ## local server + gateway + the offline voice agent + a simulated E
 	host_tools/system_deps.sh
 	$(LKDEVICE) demo
 
-test: setup  ## system packages (namespace tools, nftables, libopus), unit tests, then live tests in a private network namespace
+test: setup  ## system packages (namespace tools, nftables, libopus), unit and live tests in a private network namespace, then the harness's ci profile on both simulated targets
 	host_tools/system_deps.sh
 	host_tools/isolated.sh $(PY) -m pytest -q
+	PY=$(PY) hil/run-targets.sh ci build/hil-ci sim-esp32 sim-pi
 
-hil: setup  ## the hardware-in-the-loop harness, full profile (10 min call, 100 cycles) on both simulated targets
+hil: setup  ## the hardware-in-the-loop harness, full profile (10 min call, 100 cycles, 1 M fuzz frames) on both simulated targets at once
 	host_tools/system_deps.sh
-	host_tools/isolated.sh $(LKDEVICE) hil run --target sim-esp32 --profile full --report hil-report/sim-esp32
-	host_tools/isolated.sh $(LKDEVICE) hil run --target sim-pi --profile full --report hil-report/sim-pi
+	PY=$(PY) hil/run-targets.sh full hil-report sim-esp32 sim-pi
 
 unit:
 	$(PY) -m pytest -q tests/unit
