@@ -3,11 +3,13 @@
 A device under test (the robot app) is started with its own group id,
 `LINK_GID` (`subprocess.Popen(..., group=LINK_GID)`; it stays root otherwise).
 `LinkCut` then owns one nft table in the private namespace (host_tools/
-isolated.sh) that drops every packet that process's sockets send, TCP and UDP,
-and, through a conntrack mark set on the way out, every packet that arrives
-for those connections. A far-side peer in another process, on the same
-addresses and ports of the same server, keeps its link. New connections the
-process tries while cut go nowhere, as on a dead link.
+isolated.sh) that marks each connection a socket of that process sends on (a
+conntrack mark, on the way out) and drops every packet of a marked connection
+where it arrives, both ways, TCP and UDP. Everything in the namespace is local,
+so every packet arrives: dropping there, not on the way out, keeps the sender
+free of EPERM, as a dead link would. A far-side peer in another process, on
+the same addresses and ports of the same server, keeps its link. New
+connections the process tries while cut go nowhere.
 
 Bounded like netimpair: the table goes on `close()` (the link is back) and, whatever
 happens, by a timer after `max_seconds`; it refuses to run outside the namespace.
@@ -52,8 +54,7 @@ class LinkCut:
              f"add chain inet {t} out {{ type filter hook output priority 0; policy accept; }}",
              f"add chain inet {t} in {{ type filter hook input priority 0; policy accept; }}",
              f"add rule inet {t} out meta skgid {int(gid)} ct mark set {m}",
-             f"add rule inet {t} out meta skgid {int(gid)} counter drop",
-             # a reply to it (the server's media, its TCP segments) belongs to a marked connection
+             # what it sends, and what the server sends it: both belong to a marked connection
              f"add rule inet {t} in ct mark {m} counter drop")
         self._timer = threading.Timer(max_seconds, self.close)
         self._timer.daemon = True

@@ -76,7 +76,7 @@ def binned(levels: list[tuple[float, float]], t0: float, t1: float, zero: float,
     sums: dict[int, list[float]] = {}
     for ts, lv in levels:
         if t0 <= ts <= t1:
-            sums.setdefault(int((ts - t0) / step), []).append(lv)
+            sums.setdefault(int((ts - t0) / step + 1e-9), []).append(lv)  # a frame on a bin's edge starts it
     return [(t0 - zero + k * step, float(np.mean(v))) for k, v in sorted(sums.items())]
 
 
