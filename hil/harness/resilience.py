@@ -122,8 +122,10 @@ class Call:
         up = down = None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            up = up or heard_from(list(self.ear.levels), since)
-            down = down or heard_from(self.down(since), since)
+            if up is None:
+                up = heard_from(list(self.ear.levels), since)
+            if down is None:
+                down = heard_from(self.down(since), since)
             if up is not None and down is not None:
                 return up, down
             if self.ctx.target.console.closed:
@@ -138,13 +140,12 @@ class Call:
 
 
 async def _call(ctx: Context, mic_s: float) -> Call:
-    from .scenarios import PEER, boot
+    from .scenarios import boot
     far = await boot(ctx, sine(DEVICE_TONE, mic_s))
     call = await Call(ctx, far).start()
     async with ctx.step("audio both ways"):
         ctx.waiting("the peer to hear the device's tone and the device's speaker the peer's")
         await call.audio_both_ways(time.monotonic() - 1.0, 40)
-    assert far.identity == PEER
     return call
 
 
@@ -183,7 +184,7 @@ async def _present(ctx: Context, far: FarSide, within: str, timeout: float = REC
 
 
 async def _line(dev: t.Target, pattern: str, mark: int, what: str) -> float:
-    # a Failed, not a TimeoutError: the runner reads a bare TimeoutError as the scenario's own bound
+    # a Failed saying what was missing, with the console's last lines
     try:
         ts, _ = await dev.expect(pattern, RECOVERY_S, since=mark)
     except TimeoutError as e:
