@@ -198,6 +198,7 @@ def _link_drop(seconds: float):
     async def run(ctx: Context) -> None:
         dev = ctx.target
         grace = dev.ask(**{t.LINK_GRACE: GATEWAY_GRACE_S})[t.LINK_GRACE]
+        ctx.figure("link_grace_s", grace if grace is not None else "unknown", "s" if grace is not None else "")
         call = await _call(ctx, seconds + 150)
         far, who = call.far, dev.identity_name
         mark = dev.console.mark()
