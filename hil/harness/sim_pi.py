@@ -56,7 +56,7 @@ class SimPi(t.Target):
         super().__init__()
         self._no_cut = linkcut.can_cut()
         if self._no_cut is None:
-            self.capabilities = SimPi.capabilities | {t.LINK_DROP}
+            self.capabilities = type(self).capabilities | {t.LINK_DROP}
         self.mic_tail_s = mic_tail_s
         self.sample_every = sample_every
         self.duration = duration
