@@ -32,3 +32,17 @@ def silence(seconds: float, rate: int = 16000) -> np.ndarray:
 def sine(freq: float, seconds: float, rate: int = 16000, amplitude: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def tone_levels(pcm: np.ndarray, rate: int, freq: float, frame_s: float = 0.02) -> np.ndarray:
+    """Per frame, the RMS of what lies within 60 Hz of `freq` (Hann-windowed spectrum): a tone's level
+    that other sounds (a second tone, noise, another voice) barely move."""
+    n = int(rate * frame_s)
+    f = pcm[: len(pcm) // n * n].reshape(-1, n).astype(np.float64) if n and len(pcm) >= n else np.zeros((0, n))
+    if not len(f):
+        return np.zeros(0)
+    win = np.hanning(n)
+    spec = np.abs(np.fft.rfft(f * win, axis=1)) ** 2
+    bins = np.abs(np.fft.rfftfreq(n, 1 / rate) - freq) <= 60
+    # Parseval with the window's power: the band's share of the frame's mean square
+    return np.sqrt(spec[:, bins].sum(axis=1) * 2 / (n * (win ** 2).sum()))

@@ -44,6 +44,16 @@ class Lab:
             self.server.stop()
             self.server = None
 
+    def restart_server(self, timeout: float = 20.0) -> None:
+        """livekit-server stopped and started again on the same ports (its rooms are gone). The agent,
+        if running, is stopped too: the next scenario that needs it starts a fresh one."""
+        assert self.server is not None, "Lab.start() first"
+        if self.agent is not None:
+            self.agent.terminate()
+            self.agent.log_path.unlink(missing_ok=True)
+            self.agent = None
+        self.server.restart(timeout)
+
     def token(self, identity: str, room: str, *, agent: bool = False, **kw) -> str:
         return mint_token(DEV_API_KEY, DEV_API_SECRET, identity=identity, room=room,
                           agent_name=AGENT_NAME if agent else None, **kw)

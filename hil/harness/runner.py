@@ -27,6 +27,26 @@ class RunResult:
         return [r for r in self.results if r.status == sc.FAILED]
 
 
+class _OverBound(Exception):
+    pass
+
+
+async def _within(coro, bound: float):
+    """`coro` with a time bound of its own: a TimeoutError the scenario raises (a console wait, a poll)
+    is the scenario's failure, not the bound (asyncio.TimeoutError is TimeoutError since 3.11)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=bound)
+    except asyncio.CancelledError:  # the run itself stopped (Ctrl-C): the scenario with it
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise _OverBound
+    return task.result()
+
+
 def missing(scenario: sc.Scenario, target: Target) -> list[str]:
     return sorted(scenario.needs - set(target.capabilities))
 
@@ -69,8 +89,8 @@ class Runner:
         beat = asyncio.ensure_future(self._heartbeat(ctx))
         result = ctx.result
         try:
-            await asyncio.wait_for(s.run(ctx), bound)
-        except asyncio.TimeoutError:
+            await _within(s.run(ctx), bound)
+        except _OverBound:
             result.status = sc.FAILED
             result.reason = (f"over its time bound of {bound:.0f} s"
                              + (f" in step {ctx.step_name!r}" if ctx.step_name else "")

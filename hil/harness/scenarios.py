@@ -1,7 +1,8 @@
-"""The scenarios of this part of the harness: join, talk, data and RPC, agent state, long call, cycles.
+"""The scenarios: join, talk, data and RPC, agent state, long call, cycles; and (resilience.py) link drops,
+server and gateway restarts.
 
-Each uses only the Target interface and the lab. Link drops, server and gateway
-restarts, the lossy network and the protocol fuzz are not here yet.
+Each uses only the Target interface and the lab. The lossy network and the
+protocol fuzz are not here yet.
 """
 
 from __future__ import annotations
@@ -352,3 +353,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("cycles", frozenset({t.JOIN, t.REJOIN}), _cycles,
              "join/leave cycles; growth per cycle in bytes", lambda p: 90 + 25 * p.cycles),
 ]}
+
+# resilience.py uses boot() above: imported once SCENARIOS exists
+from . import resilience  # noqa: E402
+
+SCENARIOS["link-drop-5s"] = resilience.LINK_DROP_5S
+SCENARIOS["link-drop-30s"] = resilience.LINK_DROP_30S
+SCENARIOS["server-restart"] = resilience.SERVER_RESTART
+SCENARIOS["gateway-restart"] = resilience.GATEWAY_RESTART

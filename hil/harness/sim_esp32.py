@@ -3,7 +3,9 @@
 The gateway runs as `lkdevice gateway` in its own process, so its memory and
 open handles are measured apart from the harness. Its grace period is short
 (1 s by default): a rejoin (the access point away for longer) is then a real
-leave and join for the firmware, the gateway and the room. The flash carries a
+leave and join for the firmware, the gateway and the room. A scenario that
+needs the gateway's own default (15 s: a short drop is a resume) asks for it
+with `ask(link_grace_s=15)` before it boots. The flash carries a
 small app.py (the firmware's public app API, no test branch in the firmware)
 that echoes data and calls back an RPC, for data and RPC device -> room.
 """
@@ -46,7 +48,7 @@ ERROR_LINE = re.compile(r"Traceback|MemoryError|watchdog reset|\[lkd\] stopped|\
 class SimEsp32(t.Target):
     name = "sim-esp32"
     capabilities = frozenset({t.JOIN, t.MIC, t.SPEAKER, t.DATA_IN, t.RPC_IN, t.DATA_OUT, t.RPC_OUT,
-                              t.AGENT_STATE, t.LED, t.HEAP, t.RSS, t.HANDLES, t.REJOIN})
+                              t.AGENT_STATE, t.LED, t.HEAP, t.RSS, t.HANDLES, t.REJOIN, t.LINK_DROP, t.GATEWAY})
     identity_name = "esp32"
     rss_of = "the gateway"
 
@@ -56,7 +58,9 @@ class SimEsp32(t.Target):
         self.heap = heap
         self.codec = codec
         self.board = board
-        self.grace = grace
+        self.grace = grace  # the default; ask(link_grace_s=...) changes it for one boot
+        self._grace = grace
+        self._gateway_port = 0
         self.sample_every = sample_every
         self.dev: SimulatedDevice | None = None
         self.gateway: subprocess.Popen | None = None
@@ -70,10 +74,18 @@ class SimEsp32(t.Target):
 
     # --- power
 
+    def ask(self, **settings: float) -> dict[str, float | None]:
+        got: dict[str, float | None] = {k: None for k in settings}
+        if t.LINK_GRACE in settings:
+            self._grace = got[t.LINK_GRACE] = float(settings[t.LINK_GRACE])
+        return got
+
     async def start(self, url: str, room: str, token: str) -> None:
         self.console = t.Console()
         self._gw_samples.clear()
         self._stats, self._leds, self._speaker = {}, [], np.zeros(0, np.int16)
+        self._livekit_url = url
+        self._gateway_port = free_port()
         await self._start_gateway(url)
         port = self._gateway_port
         try:
@@ -91,10 +103,9 @@ class SimEsp32(t.Target):
         self._sampler = asyncio.ensure_future(self._sample_gateway())
 
     async def _start_gateway(self, url: str) -> None:
-        self._gateway_port = free_port()
         self.gateway = subprocess.Popen(
             [sys.executable, "-m", "lkdevice.cli", "gateway", "--livekit-url", url,
-             "--listen", f"127.0.0.1:{self._gateway_port}", "--grace", str(self.grace)],
+             "--listen", f"127.0.0.1:{self._gateway_port}", "--grace", f"{self._grace:g}"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         ready = threading.Event()
 
@@ -159,7 +170,36 @@ class SimEsp32(t.Target):
                 self.gateway.wait()
             errors += [l for l in self.gateway_log if "Traceback" in l or " ERROR " in l]
             self.gateway = None
+        self._grace = self.grace
         return errors
+
+    def gateway_url(self) -> str:
+        if not self._gateway_port:
+            raise t.TargetError("the gateway runs only while the target is started")
+        return f"ws://127.0.0.1:{self._gateway_port}/v1/device"
+
+    async def restart_gateway(self) -> None:
+        """SIGKILL (a crash: no goodbye to the device or the room), then the same command on the same port."""
+        if self.gateway is None:
+            raise t.TargetError("the gateway runs only while the target is started")
+        if self._sampler is not None:
+            self._sampler.cancel()
+        self.gateway.kill()
+        await asyncio.to_thread(self.gateway.wait)
+        self.gateway_log.append(f"[hil] gateway killed (SIGKILL), exit {self.gateway.returncode}; starting it again")
+        await self._start_gateway(self._livekit_url)
+        self._sampler = asyncio.ensure_future(self._sample_gateway())
+
+    async def drop_link(self, seconds: float) -> None:
+        """The simulated access point gone for `seconds`, then back: the firmware sees its Wi-Fi lost and
+        drops its socket (the gateway holds the session for its grace), and joins the AP again by itself."""
+        if self.dev is None or not self.dev.running:
+            raise t.TargetError("the device is not running")
+        self.dev.set_fault("ap", False)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.dev.set_fault("ap", None)
 
     async def reset(self) -> None:
         assert self.dev is not None

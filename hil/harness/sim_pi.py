@@ -4,7 +4,9 @@ Its console is the app's stdout and stderr (`-v`: the drive's lines too). The
 microphone is a WAV file read at real-time pace once the app has joined; the
 speaker is written to a WAV file at real-time pace from the app's start. The
 app has no API to send data or call an RPC of its own, and leaves the room only
-when it exits: those capabilities are absent.
+when it exits: those capabilities are absent. It runs with a group id of its
+own (host_tools/linkcut.py), so `drop_link` cuts its network and only its: the
+far-side peer talks to the same server on the same ports throughout.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lkdevice.host_tools import linkcut
 from lkdevice.host_tools.simulator import write_wav
 
 from . import target as t
@@ -38,6 +41,7 @@ MISSING = {
     t.REJOIN: "the robot app leaves the room only when it exits: no rejoin within one process",
     t.LED: "the robot app has no LED (its set_led is logged by the sim drive)",
     t.HEAP: "the robot app is CPython: RSS and open handles, no firmware heap",
+    t.GATEWAY: "the robot app joins LiveKit itself: there is no gateway on its path",
 }
 
 
@@ -50,6 +54,9 @@ class SimPi(t.Target):
 
     def __init__(self, *, sample_every: float = 2.0, duration: float = 3600.0, mic_tail_s: float = 300.0):
         super().__init__()
+        self._no_cut = linkcut.can_cut()
+        if self._no_cut is None:
+            self.capabilities = type(self).capabilities | {t.LINK_DROP}
         self.mic_tail_s = mic_tail_s
         self.sample_every = sample_every
         self.duration = duration
@@ -78,8 +85,9 @@ class SimPi(t.Target):
 
     def _spawn(self) -> None:
         self._spk_origin = None
+        own_group = {"group": linkcut.LINK_GID} if self._no_cut is None else {}
         self.proc = subprocess.Popen(self._args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True, env={**os.environ})
+                                     stdin=subprocess.DEVNULL, text=True, env={**os.environ}, **own_group)
         self.console.reopen()
         self._readers = [threading.Thread(target=self._read, args=(s,), daemon=True)
                          for s in (self.proc.stdout, self.proc.stderr)]
@@ -141,6 +149,18 @@ class SimPi(t.Target):
         if self._sampler is None or self._sampler.done():
             self._sampler = asyncio.ensure_future(self._sample())
 
+    async def drop_link(self, seconds: float) -> None:
+        """Every packet of the robot app's sockets dropped both ways for `seconds` (a dead Wi-Fi link)."""
+        if self._no_cut is not None:
+            raise t.TargetError(self._no_cut)
+        if self.proc is None or self.proc.poll() is not None:
+            raise t.TargetError("the robot app is not running")
+        cut = linkcut.LinkCut(max_seconds=seconds + 30)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            cut.close()
+
     def errors(self) -> list[str]:
         return [l for l in self.console.lines() if ERROR_LINE.search(l)][:20]
 
@@ -187,6 +207,8 @@ class SimPi(t.Target):
         return list(self._samples)
 
     def describe_missing(self, capability: str) -> str:
+        if capability == t.LINK_DROP and self._no_cut is not None:
+            return f"sim-pi cannot cut the robot app's link: {self._no_cut}"
         return MISSING.get(capability, super().describe_missing(capability))
 
     def data_probe(self, sender: str) -> tuple[str, bytes, str]:

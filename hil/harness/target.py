@@ -35,6 +35,9 @@ REJOIN = "rejoin"          # rejoin(): leave the room and join again without a r
 LINK_DROP = "link_drop"    # drop_link(seconds): the device's network gone for a while, then back
 GATEWAY = "gateway"        # reaches the room through a gateway the harness runs: gateway_url(), restart_gateway()
 
+# settings a scenario may ask for before start() (Target.ask); they hold for that one boot
+LINK_GRACE = "link_grace_s"  # how long a dropped link keeps its session (the gateway's grace on sim-esp32)
+
 
 class TargetError(RuntimeError):
     """The target could not do what was asked; the message says why (for the report)."""
@@ -163,6 +166,11 @@ class Target(ABC):
     @abstractmethod
     async def stop(self) -> list[str]:
         """Power off; the errors it showed while running (tracebacks, MemoryError, exit codes)."""
+
+    def ask(self, **settings: float) -> dict[str, float | None]:
+        """Settings the next start() should use (e.g. link_grace_s=15); stop() forgets them. Returns what
+        the target will really have for each: what was asked, its own fixed value, or None (unknown)."""
+        return {k: None for k in settings}
 
     async def reset(self) -> None:
         """Power-cycle: off and on again with the same flash / configuration."""

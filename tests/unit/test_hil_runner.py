@@ -37,3 +37,17 @@ async def test_a_scenario_over_its_bound_fails_naming_the_step_and_what_it_waite
 def test_profiles_differ_as_the_issue_says():
     assert (PROFILES["ci"].long_call_s, PROFILES["ci"].cycles) == (60, 20)
     assert (PROFILES["full"].long_call_s, PROFILES["full"].cycles) == (600, 100)
+
+
+async def test_a_step_that_times_out_on_its_own_is_not_reported_as_the_scenario_bound():
+    # a console wait or a poll raises TimeoutError (asyncio.TimeoutError is the same class since 3.11)
+    async def gives_up(ctx):
+        async with ctx.step("firmware back"):
+            ctx.waiting("a welcome")
+            raise TimeoutError("no console line matching 'welcome' (2 s passed)")
+
+    s = Scenario("gives-up", frozenset(), gives_up, "gives up early", lambda p: 60)
+    result = await Runner(SimPi(), Lab(), PROFILES["ci"], progress=lambda line: None).run_one(s, 1)
+    assert result.status == FAILED
+    assert result.reason == ("firmware back: timed out waiting for a welcome: no console line matching 'welcome' "
+                             "(2 s passed)"), result.reason
