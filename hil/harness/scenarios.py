@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from . import growth
+from . import growth, media
 from . import target as t
-from .audio import first_voiced, rms_per_frame, silence, sine, voiced_seconds
+from .audio import first_voiced, silence, voiced_seconds
 from .scenario import Context, Failed, Scenario
 
 PEER = "hil-peer"
@@ -244,9 +244,10 @@ def _points(samples: list[t.Sample], field: str, t0: float) -> list[tuple[float,
 async def _long_call(ctx: Context) -> None:
     dev, prof = ctx.target, ctx.profile
     call_s = prof.long_call_s
-    far = await boot(ctx, sine(440, call_s + 60))
-    tone = await _publish_tone(far)
-    ctx.on_cleanup(lambda: _cancel(tone))
+    mic, offsets = media.uplink_signal(call_s + 60)
+    far = await boot(ctx, mic)
+    meter = await media.CallMeter(ctx, far, offsets, call_s + 60).start()
+    ctx.on_cleanup(meter.close)
     async with ctx.step("call") as step:
         t0 = time.monotonic()
         while time.monotonic() - t0 < call_s:
@@ -254,11 +255,11 @@ async def _long_call(ctx: Context) -> None:
             await asyncio.sleep(min(15.0, call_s - (time.monotonic() - t0)))
             ctx.check(far.present(dev.identity_name), f"{dev.identity_name} left the room "
                                                       f"{time.monotonic() - t0:.0f} s into the call")
-        rec = dev.recording()
-        tail = rms_per_frame(rec.pcm[-5 * rec.rate:], rec.rate)
-        ctx.check(len(tail) and float((tail > 300).mean()) > 0.8,
-                  "the speaker was silent in the call's last 5 s")
+        t1 = time.monotonic()
+        stopped = media.speaker_stopped(dev.recording(), t0, t1)
+        ctx.check(stopped is None, stopped or "")
         step.message = f"{call_s:.0f} s with audio both ways"
+    await meter.verdict(t0, t1)
     await _memory_verdict(ctx, dev.samples(), t0, warmup_s=min(15.0, call_s / 4), per="min")
 
 
