@@ -23,6 +23,7 @@ class Lab:
         self.server = server  # one already running (a test session's) is used, and left running
         self._own_server = server is None
         self.agent: AgentProcess | None = None
+        self._impaired: list[Lab] = []  # at most one: a scenario's, kept until the device has stopped
 
     @property
     def url(self) -> str:
@@ -35,7 +36,20 @@ class Lab:
         self.server = LocalServer(ServerConfig(node_ip=node_ip, candidate_ips=ips)).start()
         return self
 
+    def impaired(self, **impairment) -> "ImpairedLab":
+        """A started ImpairedLab for one scenario. It outlives the scenario's cleanups (the runner stops the
+        device after them: its server must not go first), so the previous one is stopped here, or at stop()."""
+        self._stop_impaired()
+        lab = ImpairedLab(**impairment)
+        self._impaired.append(lab)
+        return lab.start()
+
+    def _stop_impaired(self) -> None:
+        while self._impaired:
+            self._impaired.pop().stop()
+
     def stop(self) -> None:
+        self._stop_impaired()
         if self.agent is not None:
             self.agent.terminate()
             self.agent.log_path.unlink(missing_ok=True)

@@ -16,7 +16,8 @@ import numpy as np
 from . import growth, media
 from . import target as t
 from .audio import first_voiced, silence, voiced_seconds
-from .scenario import Context, Failed, Scenario
+from .lab import LOSSY
+from .scenario import Context, Failed, Figure, Scenario
 
 PEER = "hil-peer"
 OBSERVER = "hil-observer"
@@ -332,6 +333,27 @@ async def _cycles(ctx: Context) -> None:
     await _memory_verdict(ctx, dev.samples(), t0, per="cycle", cycle_ends=ends)
 
 
+# --- the lossy network (the core issue's: 2 % loss, ±30 ms jitter), for talk and the long call
+
+def impaired(run, **impairment):
+    """`run` against a server of its own whose media pass netimpair (lab.ImpairedLab), set up before the
+    device connects; the impairment and what it dropped are figures of the scenario."""
+    async def lossy(ctx: Context) -> None:
+        async with ctx.step("impaired network"):
+            ctx.waiting("a server of its own behind the loss rule and the delaying relay")
+            lab = await asyncio.to_thread(ctx.lab.impaired, **impairment,
+                                          max_seconds=ctx.scenario.bound_s(ctx.profile) + 120)
+            ctx.lab = lab
+            ctx.figure("network", lab.describe())
+        try:
+            await run(ctx)
+        finally:
+            dropped = lab.dropped()
+            if dropped is not None:
+                ctx.result.figures["packets_dropped_by_netimpair"] = Figure(dropped)
+    return lossy
+
+
 def _bound(base: float, per_profile: dict[str, float] | None = None):
     return lambda p: (per_profile or {}).get(p.name, base)
 
@@ -352,4 +374,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              lambda p: p.long_call_s + 150),
     Scenario("cycles", frozenset({t.JOIN, t.REJOIN}), _cycles,
              "join/leave cycles; growth per cycle in bytes", lambda p: 90 + 25 * p.cycles),
+    Scenario("talk-lossy", frozenset({t.JOIN, t.MIC, t.SPEAKER}), impaired(_talk, **LOSSY),
+             "talk over the lossy network (2 % loss, 30 ± 30 ms per hop)", lambda p: 240 + 40 * p.talk_turns),
+    Scenario("long-call-lossy", frozenset({t.JOIN, t.MIC, t.SPEAKER}), impaired(_long_call, **LOSSY),
+             "the long call over the lossy network (2 % loss, 30 ± 30 ms per hop): latency and loss show it",
+             lambda p: p.long_call_s + 180),
 ]}

@@ -124,9 +124,9 @@ class SimEsp32(t.Target):
         if m is None:
             return
         try:
-            st = json.loads(m.group(1))
+            st = json.loads(m.group(1))  # FEC-recovered frames count among the concealed
             self._gw_playout.append(t.Playout(time.monotonic(), "gateway", float(st["target_delay_ms"]),
-                                              int(st["decoded"]), int(st["concealed"]) + int(st["recovered"])))
+                                              int(st["decoded"]), int(st["concealed"])))
         except (ValueError, KeyError, TypeError):
             pass  # a line cut short: one sample fewer
 

@@ -180,9 +180,9 @@ class SimPi(t.Target):
             if m is None:
                 continue
             try:
-                st = json.loads(m.group(1))
+                st = json.loads(m.group(1))  # FEC-recovered frames count among the concealed
                 out.append(t.Playout(ts, "robot", float(st["target_delay_ms"]), int(st["decoded"]),
-                                     int(st["concealed"]) + int(st["recovered"])))
+                                     int(st["concealed"])))
             except (ValueError, KeyError, TypeError):
                 pass  # a line cut short: one sample fewer
         return out
