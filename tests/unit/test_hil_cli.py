@@ -16,7 +16,7 @@ def test_an_unknown_scenario_is_one_line_naming_the_known_ones():
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
         "error: unknown scenario 'joni'; scenarios: join, talk, data-rpc-in, data-rpc-out, agent-state, long-call, "
-        "cycles"]
+        "cycles, talk-lossy, long-call-lossy"]
 
 
 def test_an_unknown_target_is_one_line():
