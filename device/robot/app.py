@@ -32,7 +32,7 @@ HEALTH_PERIOD_S = 0.5
 # longest wait for the plugins' router to let go of the room when a session ends
 ROUTER_CLOSE_S = 3.0
 # how often -v logs the speaker's playout stats (jitter-buffer delay, concealed frames)
-SPEAKER_STATS_PERIOD_S = 5.0
+SPEAKER_STATS_PERIOD_S = 2.0
 # a session that lasted this long resets the backoff: the next loss is news, not a flap
 STABLE_SESSION_S = 30.0
 

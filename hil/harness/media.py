@@ -167,6 +167,9 @@ class TrackRecorder:
         if self._task is not None:
             self._task.cancel()
 
+    def seconds(self) -> float:
+        return sum(len(f) for f in list(self._frames)[-200:]) / self.rate
+
     def pcm_and_clock(self) -> tuple[np.ndarray, Timeline]:
         """The frames end to end, and the harness time of their samples.
 
@@ -265,6 +268,7 @@ class LossSampler:
     def __init__(self, track, every: float = 2.0, keep: int = 2000):
         self.track = track
         self.every = every
+        self.track = track
         self.samples: deque[LossSample] = deque(maxlen=keep)
         self._task = asyncio.ensure_future(self._run())
 
@@ -353,6 +357,10 @@ class CallMeter:
             ctx.waiting(f"{dev.identity_name}'s audio at the peer")
             await self.rec.start(self.far, dev.identity_name)
             self.loss = LossSampler(self.rec.track)
+            # the call's clock starts once audio flows: a marker sent while the subscription was still
+            # being set up would count as missing
+            ctx.waiting(f"1 s of {dev.identity_name}'s audio at the peer")
+            await self.far.until(lambda: self.rec.seconds() >= 1.0, 20, f"{dev.identity_name}'s audio flowing")
         return self
 
     async def close(self) -> None:
@@ -394,35 +402,15 @@ class CallMeter:
             figures["rtt_median_ms"], figures["rtt_p95_ms"] = (med, "ms"), (p95, "ms")
             lines_lat["round trip"] = rtt
             ctx.multi_series("latency over the call", "seconds into the call", "latency (ms)", lines_lat)
-            # loss: RTP packets the peer did not get (uplink); frames the device made up (downlink)
-            up_pts, up_loss = loss_series([s for s in self.loss.samples if t0 - 3 <= s.t <= t1 + 3], t0)
-            pl = [p for p in dev.playout() if t0 - 6 <= p.t <= t1 + 6]
-            stages = list(dict.fromkeys(p.stage for p in pl))
-            net = [LossSample(p.t, p.received, p.lost) for p in pl if stages and p.stage == stages[0]]
-            down_pts, down_loss = loss_series(net, t0)
-            figures["uplink_loss_pct"] = (up_loss, "%")
-            figures["downlink_loss_pct"] = (down_loss, "%")
-            ctx.multi_series("loss over the call", "seconds into the call", "loss (% of packets / frames)",
-                             {"uplink (RTP packets lost at the peer)": up_pts,
-                              f"downlink (frames concealed at the {stages[0] if stages else 'device'})": down_pts})
-            if pl:
-                ctx.multi_series("jitter-buffer delay over the call", "seconds into the call",
-                                 "target delay (ms)",
-                                 {f"{st} jitter buffer": [(p.t - t0, p.delay_ms) for p in pl if p.stage == st]
-                                  for st in stages})
-                for st in stages:
-                    d = [p.delay_ms for p in pl if p.stage == st]
-                    figures[f"{st}_jitter_delay_median_ms"] = (_stats(d)[0], "ms")
-                    figures[f"{st}_jitter_delay_max_ms"] = (max(d), "ms")
+            up_loss, down_loss = receive_figures(ctx, self.loss, t0, t1, figures)
             for name, (v, unit) in figures.items():
-                ctx.figure(name, v, unit, step)
+                if v is not None:  # not measured (too short a call): left out, not "None"
+                    ctx.figure(name, v, unit, step)
             problems = []
             for name, n, total in found:
                 if total and n < prof.markers_found_min_pct / 100 * total:
                     problems.append(f"the {name} carried {n} of {total} markers")
-            for name, v in (("uplink", up_loss), ("downlink", down_loss)):
-                if v is not None and v > prof.loss_max_pct:
-                    problems.append(f"{name} loss {v:.1f} % (limit {prof.loss_max_pct:g} %)")
+            problems += loss_problems(prof, up_loss, down_loss)
             rp95 = figures["rtt_p95_ms"][0]
             if rp95 is not None and rp95 > prof.rtt_p95_max_ms:
                 problems.append(f"round trip p95 {rp95:.0f} ms (limit {prof.rtt_p95_max_ms:.0f} ms)")
@@ -430,6 +418,76 @@ class CallMeter:
             step.message = (f"round trip median {_fmt(med)} / p95 {_fmt(p95)} ms; loss up {_fmt(up_loss, 1)} %, "
                             f"down {_fmt(down_loss, 1)} %")
             ctx.check(not problems, "; ".join(problems))
+
+
+def receive_figures(ctx, loss: "LossSampler | None", t0: float, t1: float,
+                    figures: dict[str, tuple]) -> tuple[float | None, float | None]:
+    """Loss both ways and the jitter-buffer delay over [t0, t1]: series into ctx, figures into `figures`.
+
+    Uplink: RTP packets of the device's track the peer did not get. Downlink:
+    frames the device's first receive stage made up for missing packets."""
+    dev = ctx.target
+    samples = [s for s in (loss.samples if loss else []) if t0 - 3 <= s.t <= t1 + 3]
+    up_pts, up_loss = loss_series(samples, t0)
+    pl = [p for p in dev.playout() if t0 - 6 <= p.t <= t1 + 6]
+    stages = list(dict.fromkeys(p.stage for p in pl))
+    net = [LossSample(p.t, p.received, p.lost) for p in pl if stages and p.stage == stages[0]]
+    down_pts, down_loss = loss_series(net, t0)
+    figures["uplink_loss_pct"] = (up_loss, "%")
+    figures["downlink_loss_pct"] = (down_loss, "%")
+    ctx.multi_series("loss over the call", "seconds into the call", "loss (% of packets / frames)",
+                     {"uplink (RTP packets lost at the peer)": up_pts,
+                      f"downlink (frames concealed at the {stages[0] if stages else 'device'})": down_pts})
+    if pl:
+        ctx.multi_series("jitter-buffer delay over the call", "seconds into the call", "target delay (ms)",
+                         {f"{st} jitter buffer": [(p.t - t0, p.delay_ms) for p in pl if p.stage == st]
+                          for st in stages})
+        for st in stages:
+            d = [p.delay_ms for p in pl if p.stage == st]
+            figures[f"{st}_jitter_delay_median_ms"] = (_stats(d)[0], "ms")
+            figures[f"{st}_jitter_delay_max_ms"] = (max(d), "ms")
+    return up_loss, down_loss
+
+
+def loss_problems(prof, up_loss: float | None, down_loss: float | None) -> list[str]:
+    return [f"{name} loss {v:.1f} % (limit {prof.loss_max_pct:g} %)"
+            for name, v in (("uplink", up_loss), ("downlink", down_loss))
+            if v is not None and v > prof.loss_max_pct]
+
+
+class ReceiveWatch:
+    """Loss and jitter-buffer delay over a call that carries no markers (talk): the peer's counters for the
+    device's track, the device's playout stats. Figures, not checks."""
+
+    def __init__(self, ctx, far):
+        self.ctx, self.far = ctx, far
+        self.loss: LossSampler | None = None
+
+    async def start(self, timeout: float = 20.0) -> "ReceiveWatch":
+        track = await self.far.until(lambda: _audio_track(self.far.room, self.ctx.target.identity_name), timeout,
+                                     f"{self.ctx.target.identity_name}'s audio track at the observer")
+        self.loss = LossSampler(track)
+        self.t0 = time.monotonic()
+        return self
+
+    async def close(self) -> None:
+        if self.loss is not None:
+            await self.loss.close()
+
+    async def verdict(self) -> None:
+        ctx = self.ctx
+        async with ctx.step("loss") as step:
+            last = await inbound_sample(self.loss.track)
+            if last is not None:
+                self.loss.samples.append(last)
+            figures: dict[str, tuple] = {}
+            up, down = receive_figures(ctx, self.loss, self.t0, time.monotonic(), figures)
+            for name, (v, unit) in figures.items():
+                if v is not None:  # not measured (too short a call): left out, not "None"
+                    ctx.figure(name, v, unit, step)
+            # figures only: a talk turn is seconds long, and its first second is the downlink's start,
+            # where the jitter buffer has not yet grown to the network's jitter (the long call checks loss)
+            step.message = f"loss up {_fmt(up, 1)} %, down {_fmt(down, 1)} % (not checked: too short a call)"
 
 
 def _fmt(v: float | None, digits: int = 0) -> str:

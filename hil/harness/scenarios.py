@@ -101,6 +101,10 @@ async def _talk(ctx: Context) -> None:
         parts += [words, silence(tail)]
         at += len(words) / 16000 + tail
     await boot(ctx, np.concatenate(parts), agent=True, peer=False)
+    async with ctx.step("device audio at the observer"):
+        ctx.waiting(f"{dev.identity_name}'s audio track at the observer")
+        watch = await media.ReceiveWatch(ctx, obs).start()
+        ctx.on_cleanup(watch.close)
     responses = []
     for i, ((text, expect, _), (_, q_end)) in enumerate(zip(turns, spans), 1):
         async with ctx.step(f"turn {i}: {text!r}") as step:
@@ -147,6 +151,7 @@ async def _talk(ctx: Context) -> None:
     ctx.figure("response_median_s", statistics.median(r for _, r in responses), "s")
     ctx.series("response time per talk turn", "turn", "seconds (end of question to the first reply audio)",
                responses)
+    await watch.verdict()
 
 
 # --- data and RPC

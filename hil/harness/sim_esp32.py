@@ -44,7 +44,7 @@ def setup(device):
 # the firmware's stats line (every 10 s) and the gateway's downlink stats line (--stats-every)
 FW_STATS = re.compile(r"\[lkd\] stats .*?played=(\d+) late=(\d+) lost=(\d+) underruns=(\d+) target_ms=(\d+)")
 GW_STATS = re.compile(r"downlink stats (\{.*\})")
-GATEWAY_STATS_S = 5.0
+GATEWAY_STATS_S = 2.0
 ERROR_LINE = re.compile(r"Traceback|MemoryError|watchdog reset|\[lkd\] stopped|\[lkd\] config error|app error")
 
 
