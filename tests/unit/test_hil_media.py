@@ -62,8 +62,16 @@ def test_a_speaker_recording_that_ends_early_is_a_stop():
     assert why.startswith("the speaker stopped at 30 s (26 s into the call): its recording ends 10 s before")
 
 
-def test_loss_per_interval_and_overall():
-    s = [media.LossSample(0.0, 0, 0), media.LossSample(2.0, 98, 2), media.LossSample(4.0, 198, 2)]
-    pts, overall = media.loss_series(s, 0.0)
-    assert pts == [(2.0, 2.0), (4.0, 0.0)] and overall == 1.0
+def test_loss_over_a_sliding_window_and_overall():
+    s = [media.LossSample(t, 50 * t - lost, lost) for t, lost in ((0, 0), (2, 2), (4, 2), (6, 2), (12, 2))]
+    pts, overall = media.loss_series(s, 0.0, window_s=4.0)
+    # each point: since the last sample at least 4 s before it (or the first)
+    assert [(t, round(v, 2)) for t, v in pts] == [(2, 2.0), (4, 1.0), (6, 0.0), (12, 0.0)]
+    assert overall == 100 * 2 / 600
     assert media.loss_series(s[:1], 0.0) == ([], None)
+
+
+def test_a_late_packet_taking_back_a_loss_shows_no_negative_loss():
+    s = [media.LossSample(0, 0, 0), media.LossSample(2, 97, 3), media.LossSample(4, 200, 0)]
+    pts, overall = media.loss_series(s, 0.0, window_s=1.0)
+    assert min(v for _, v in pts) == 0.0 and overall == 0.0
