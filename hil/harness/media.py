@@ -170,6 +170,7 @@ class TrackRecorder:
             self._task.cancel()
 
     def seconds(self) -> float:
+        """Audio received lately (up to the last 2 s' worth): is it flowing?"""
         return sum(len(f) for f in list(self._frames)[-200:]) / self.rate
 
     def pcm_and_clock(self) -> tuple[np.ndarray, Timeline]:
@@ -197,8 +198,9 @@ def _audio_track(room, identity: str):
     p = next((p for p in room.remote_participants.values() if p.identity == identity), None)
     if p is None:
         return None
+    from livekit import rtc
     return next((pub.track for pub in p.track_publications.values()
-                 if pub.track is not None and pub.kind == 1), None)  # KIND_AUDIO
+                 if pub.track is not None and pub.kind == rtc.TrackKind.KIND_AUDIO), None)
 
 
 class MarkerPublisher:
@@ -209,9 +211,21 @@ class MarkerPublisher:
 
     def __init__(self, seconds: float, bed_hz: float = 1000.0):
         self.offsets = marker_offsets(seconds)
-        self.pcm = signal(seconds, self.RATE, bed_hz, self.offsets)
+        self.bed_hz = bed_hz
+        self._chirp = chirp(self.RATE)
         self.sent: deque[float] = deque(maxlen=len(self.offsets) or 1)
         self._task: asyncio.Task | None = None
+
+    def chunk(self, pos: int, n: int) -> np.ndarray:
+        """Samples pos..pos+n of the track, made as they are needed (a 10 min call would be 60 MB ahead)."""
+        x = BED_AMPLITUDE * np.sin(2 * np.pi * self.bed_hz * (pos + np.arange(n)) / self.RATE)
+        c = CHIRP_AMPLITUDE * self._chirp
+        for at in self.offsets:
+            i = int(round(at * self.RATE)) - pos
+            if i < n and i + len(c) > 0:
+                lo, hi = max(0, i), min(n, i + len(c))
+                x[lo:hi] += c[lo - i:hi - i]
+        return (np.clip(x, -1, 1) * 32767).astype(np.int16)
 
     async def start(self, room) -> "MarkerPublisher":
         from livekit import rtc
@@ -225,10 +239,8 @@ class MarkerPublisher:
         async def play():
             k, pos, n = 0, 0, self.FRAME
             while True:
-                chunk = self.pcm[pos:pos + n] if pos < len(self.pcm) else np.zeros(n, np.int16)
-                chunk = np.pad(chunk, (0, n - len(chunk)))
                 frame = rtc.AudioFrame.create(self.RATE, 1, n)
-                np.copyto(np.frombuffer(frame.data, dtype=np.int16), chunk)
+                np.copyto(np.frombuffer(frame.data, dtype=np.int16), self.chunk(pos, n))
                 await source.capture_frame(frame)
                 # this frame starts playing once what is queued before it has gone
                 begins = time.monotonic() + source.queued_duration - n / self.RATE
@@ -270,7 +282,6 @@ class LossSampler:
     def __init__(self, track, every: float = 2.0, keep: int = 2000):
         self.track = track
         self.every = every
-        self.track = track
         self.samples: deque[LossSample] = deque(maxlen=keep)
         self._task = asyncio.ensure_future(self._run())
 

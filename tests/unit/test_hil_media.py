@@ -75,3 +75,10 @@ def test_a_late_packet_taking_back_a_loss_shows_no_negative_loss():
     s = [media.LossSample(0, 0, 0), media.LossSample(2, 97, 3), media.LossSample(4, 200, 0)]
     pts, overall = media.loss_series(s, 0.0, window_s=1.0)
     assert min(v for _, v in pts) == 0.0 and overall == 0.0
+
+
+def test_the_published_track_made_frame_by_frame_is_the_signal():
+    pub = media.MarkerPublisher(12.0)
+    whole = media.signal(12.0, pub.RATE, 1000.0, pub.offsets)
+    made = np.concatenate([pub.chunk(p, pub.FRAME) for p in range(0, len(whole), pub.FRAME)])[:len(whole)]
+    assert np.abs(made.astype(int) - whole).max() <= 1
