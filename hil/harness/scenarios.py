@@ -1,7 +1,8 @@
-"""The scenarios of this part of the harness: join, talk, data and RPC, agent state, long call, cycles.
+"""The scenarios of this part of the harness: join, talk, data and RPC, agent state, long call, cycles, and
+talk and the long call over the lossy network (latency, loss and jitter: media.py).
 
 Each uses only the Target interface and the lab. Link drops, server and gateway
-restarts, the lossy network and the protocol fuzz are not here yet.
+restarts and the protocol fuzz are not here yet.
 """
 
 from __future__ import annotations
