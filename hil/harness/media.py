@@ -445,7 +445,7 @@ def receive_figures(ctx, loss: "LossSampler | None", t0: float, t1: float,
     """Loss both ways and the jitter-buffer delay over [t0, t1]: series into ctx, figures into `figures`.
 
     Uplink: RTP packets of the device's track the peer did not get. Downlink:
-    frames the device's first receive stage made up for missing packets."""
+    packets the device's first receive stage found missing (or late) at their turn."""
     dev = ctx.target
     samples = [s for s in (loss.samples if loss else []) if t0 - 3 <= s.t <= t1 + 3]
     up_pts, up_loss = loss_series(samples, t0)
@@ -457,7 +457,7 @@ def receive_figures(ctx, loss: "LossSampler | None", t0: float, t1: float,
     figures["downlink_loss_pct"] = (down_loss, "%")
     ctx.multi_series("loss over the call", "seconds into the call", "loss over the last 10 s (%)",
                      {"uplink (RTP packets lost at the peer)": up_pts,
-                      f"downlink (frames concealed at the {stages[0] if stages else 'device'})": down_pts})
+                      f"downlink (packets missing at the {stages[0] if stages else 'device'})": down_pts})
     if pl:
         ctx.multi_series("jitter-buffer delay over the call", "seconds into the call", "target delay (ms)",
                          {f"{st} jitter buffer": [(p.t - t0, p.delay_ms) for p in pl if p.stage == st]

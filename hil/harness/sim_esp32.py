@@ -124,9 +124,11 @@ class SimEsp32(t.Target):
         if m is None:
             return
         try:
-            st = json.loads(m.group(1))  # FEC-recovered frames count among the concealed
+            # lost: packets missing at their turn (late ones too); not `concealed`, which also
+            # counts the first frames of every pause in the sender's audio (an underrun looks like a loss)
+            st = json.loads(m.group(1))
             self._gw_playout.append(t.Playout(time.monotonic(), "gateway", float(st["target_delay_ms"]),
-                                              int(st["decoded"]), int(st["concealed"])))
+                                              int(st["decoded"]), int(st["jitter_lost"])))
         except (ValueError, KeyError, TypeError):
             pass  # a line cut short: one sample fewer
 

@@ -180,9 +180,11 @@ class SimPi(t.Target):
             if m is None:
                 continue
             try:
-                st = json.loads(m.group(1))  # FEC-recovered frames count among the concealed
+                # lost: packets missing at their turn (late ones too); not `concealed`, which also
+                # counts the first frames of every pause in the sender's audio (an underrun looks like a loss)
+                st = json.loads(m.group(1))
                 out.append(t.Playout(ts, "robot", float(st["target_delay_ms"]), int(st["decoded"]),
-                                     int(st["concealed"])))
+                                     int(st["jitter_lost"])))
             except (ValueError, KeyError, TypeError):
                 pass  # a line cut short: one sample fewer
         return out

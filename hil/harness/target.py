@@ -72,7 +72,7 @@ class Playout:
     stage: str
     delay_ms: float   # the jitter buffer's target delay
     received: int     # frames that arrived in time, so far
-    lost: int         # frames made up for missing packets (concealed or rebuilt from FEC), so far
+    lost: int         # frames whose packet was missing (lost or late) at its turn, so far
 
 
 @dataclass
