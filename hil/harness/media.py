@@ -29,7 +29,9 @@ CHIRP_HZ = (400.0, 2000.0)
 PERIOD_S = 1.0
 MAX_OFFSET_S = 0.4       # a marker's place in its second: 0..0.4 s, fixed by the seed
 LAG_RANGE_S = (-0.1, 2.5)  # the latencies the search considers
-REFINE_S = 0.15          # a marker is looked for this far either side of the call's typical latency
+REFINE_S = 0.15          # a marker is looked for this far either side of the typical latency around it
+NEIGHBOURS = 5           # markers either side that set that typical latency
+TOLERANCE_BINS = 3       # ... each within 30 ms of it (10 ms bins): the latency may drift between markers
 FOUND = 0.45             # normalized correlation a marker's peak must reach
 BED_AMPLITUDE = 0.1
 CHIRP_AMPLITUDE = 0.5
@@ -111,8 +113,9 @@ def find_markers(pcm: np.ndarray, rate: int, clock: Timeline, sent: list[float])
     """(sent, latency in s or None where it is missing) for each marker whose arrival the recording covers.
 
     `clock` gives each sample's harness time, `sent` the harness times the
-    markers left. The call's typical latency is the one shift that lines up the
-    most markers; each marker is then looked for within REFINE_S of it."""
+    markers left. The typical latency around a marker is the one shift that
+    lines up the most of its neighbours; the marker is looked for within
+    REFINE_S of it."""
     tpl = chirp(rate)
     lags = np.arange(int(LAG_RANGE_S[0] * 1000), int(LAG_RANGE_S[1] * 1000))
     judged = [s for s in sent if clock.at[0] <= s + LAG_RANGE_S[0] and s + LAG_RANGE_S[1] + CHIRP_S <= clock.end]
@@ -128,11 +131,19 @@ def find_markers(pcm: np.ndarray, rate: int, clock: Timeline, sent: list[float])
         ms = np.round((clock.time_at(np.arange(len(score)) + a) - s) * 1000).astype(np.int64) - lags[0]
         ok = (ms >= 0) & (ms < len(lags))
         np.maximum.at(hit[k], ms[ok], score[ok])
-    typical = int(np.argmax((hit >= FOUND).sum(0) + hit.mean(0)))
+    # each marker's typical latency: the shift that lines up the most of its NEIGHBOURS markers either side
+    # (a busy device's latency drifts over a call; the pattern of offsets keeps a neighbourhood unambiguous)
+    # on 10 ms bins, each widened by TOLERANCE_BINS either side: neighbours count when within ~30 ms
+    bins = hit[:, :len(lags) // 10 * 10].reshape(len(judged), -1, 10).max(axis=2)
+    padded = np.pad(bins, ((0, 0), (TOLERANCE_BINS, TOLERANCE_BINS)))
+    wide = np.lib.stride_tricks.sliding_window_view(padded, 2 * TOLERANCE_BINS + 1, axis=1).max(axis=2)
+    score = np.cumsum(np.vstack([np.zeros(wide.shape[1]), (wide >= FOUND) + wide / 2]), axis=0)
     half = int(REFINE_S * 1000)
-    lo, hi = max(0, typical - half), min(len(lags), typical + half + 1)
     out: list[tuple[float, float | None]] = []
     for k, s in enumerate(judged):
+        a, b = max(0, k - NEIGHBOURS), min(len(judged), k + NEIGHBOURS + 1)
+        typical = int(np.argmax(score[b] - score[a])) * 10 + 5
+        lo, hi = max(0, typical - half), min(len(lags), typical + half + 1)
         j = lo + int(np.argmax(hit[k, lo:hi]))
         out.append((s, float(lags[j]) / 1000 if hit[k, j] >= FOUND else None))
     return out

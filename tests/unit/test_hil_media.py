@@ -82,3 +82,19 @@ def test_the_published_track_made_frame_by_frame_is_the_signal():
     whole = media.signal(12.0, pub.RATE, 1000.0, pub.offsets)
     made = np.concatenate([pub.chunk(p, pub.FRAME) for p in range(0, len(whole), pub.FRAME)])[:len(whole)]
     assert np.abs(made.astype(int) - whole).max() <= 1
+
+
+def test_markers_are_followed_when_the_latency_drifts_through_the_call():
+    # a busy device: the latency grows from 0.2 s to 0.8 s over a minute, as a stalled loop's backlog would
+    seconds = 60.0
+    offsets = media.marker_offsets(seconds)
+    c = media.CHIRP_AMPLITUDE * media.chirp(RATE)
+    rx = np.random.default_rng(5).normal(0, 300, int((seconds + 2) * RATE))
+    drift = {o: 0.2 + 0.6 * o / seconds for o in offsets}
+    for o, lat in drift.items():
+        i = int((o + lat) * RATE)
+        rx[i:i + len(c)] += 32767 * c
+    got = media.find_markers(rx.astype(np.int16), RATE, media.Timeline.linear(0.0, len(rx), RATE), offsets)
+    assert len(got) >= len(offsets) - 2
+    assert all(lat is not None and abs(lat - drift[s]) <= 0.002 for s, lat in got), \
+        [(round(s), lat and round(lat, 3)) for s, lat in got]
