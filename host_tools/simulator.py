@@ -256,7 +256,8 @@ class SimulatedDevice:
         self._make_flash()
         self._make_mic()
         self.pins_path.write_text("{}")
-        for p in (self.spk_path, self.stats_path, Path(str(self.stats_path) + ".live"), self.led_path):
+        for p in (self.spk_path, self.stats_path, Path(str(self.stats_path) + ".live"),
+                  Path(str(self.stats_path) + ".t0"), self.led_path):
             if p.exists():
                 p.unlink()
         self._spawn()
@@ -370,7 +371,7 @@ class SimulatedDevice:
     def set_fault(self, name: str, value: str | bool | None) -> None:
         """A fault made on purpose, at run time (hil/sim/README.md): ("ap", False) drops
         the access point; ("mic" or "speaker", "stop" or "error") stalls or breaks
-        I2S RX or TX; None clears it."""
+        I2S RX or TX; ("speaker", "mute") plays silence; None clears it."""
         self._set_control(self.pins_path, name, value)
 
     def press(self, pin: int = 0) -> None:
@@ -441,6 +442,19 @@ class SimulatedDevice:
             lines = []
         st["live"] = [[int(a), int(b)] for a, b in (l.split() for l in lines if len(l.split()) == 2)]
         return st
+
+    def io_origins(self) -> dict[str, float]:
+        """Unix time of the microphone's ("rx") and the speaker's ("tx") sample 0, once each has started."""
+        try:
+            lines = Path(str(self.stats_path) + ".t0").read_text().splitlines()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for line in lines:  # the last start of each (a reboot starts them again)
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in ("rx", "tx") and parts[1].isdigit():
+                out[parts[0]] = int(parts[1]) / 1e9
+        return out
 
     def cleanup(self) -> None:
         if self._own_dir:

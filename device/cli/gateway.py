@@ -19,8 +19,11 @@ def _gateway(args) -> int:
     ssl_context = None
     if args.tls_cert:
         ssl_context = server_ssl_context(args.tls_cert, args.tls_key)
+    if args.stats_every < 0:
+        print("error: --stats-every wants seconds >= 0", file=sys.stderr)
+        return 2
     config = GatewayConfig(livekit_url=args.livekit_url, host=host.strip("[]"), port=int(port), grace=args.grace,
-                           max_devices=args.max_devices, ssl_context=ssl_context)
+                           max_devices=args.max_devices, ssl_context=ssl_context, stats_every=args.stats_every)
     try:
         asyncio.run(run_gateway(config))
     except OSError as exc:
@@ -40,4 +43,7 @@ def add_parsers(sub) -> None:
     g.add_argument("--max-devices", type=int, default=500)
     g.add_argument("--tls-cert", help="serve wss:// with this certificate (PEM, may include the key)")
     g.add_argument("--tls-key", help="private key for --tls-cert (PEM)")
+    g.add_argument("--stats-every", type=float, default=0.0, metavar="SECONDS",
+                   help="log each device's downlink stats (jitter-buffer delay, concealed frames) every SECONDS "
+                        "(default 0: never)")
     g.set_defaults(run=_gateway)

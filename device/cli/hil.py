@@ -72,7 +72,7 @@ def add_parsers(sub) -> None:
                    help=f"the device under test: {', '.join(TARGET_NAMES)} (default sim-esp32)")
     r.add_argument("--scenario", action="append", metavar="NAME",
                    help="a scenario to run (repeatable; default: all): join, talk, data-rpc-in, data-rpc-out, "
-                        "agent-state, long-call, cycles")
+                        "agent-state, long-call, cycles, talk-lossy, long-call-lossy")
     r.add_argument("--repeat", type=int, default=1, metavar="N", help="run each scenario N times (default 1)")
     r.add_argument("--profile", choices=("ci", "full"), default="ci",
                    help="ci: a 1-minute call, 20 cycles; full: 10 minutes, 100 cycles (default ci)")

@@ -51,6 +51,7 @@ class GatewayConfig:
     max_devices: int = 500
     ssl_context: ssl.SSLContext | None = None
     ice_host_addresses: list[str] | None = None
+    stats_every: float = 0.0       # seconds between each device's downlink stats lines (0: none)
 
 
 class _Fatal(Exception):
@@ -185,7 +186,8 @@ class Gateway:
         options = RoomOptions(auto_subscribe=False, connect_timeout=self.config.join_timeout,
                               ice_host_addresses=self.config.ice_host_addresses)
         session = DeviceSession(codec=codec, max_text=max_text, grace=self.config.grace,
-                                device_info=msg.get("device"), room_options=options)
+                                device_info=msg.get("device"), room_options=options,
+                                stats_every=self.config.stats_every)
         try:
             await session.join(self.config.livekit_url, msg["token"], muted=msg.get("muted", False))
         except TokenRejected as exc:

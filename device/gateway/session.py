@@ -61,8 +61,9 @@ def pick_downlink(candidates: list[tuple[str, bool]]) -> str | None:
 
 class DeviceSession:
     def __init__(self, *, codec: int, max_text: int, grace: float, device_info: dict[str, str] | None = None,
-                 room_options: RoomOptions | None = None):
+                 room_options: RoomOptions | None = None, stats_every: float = 0.0):
         self.id = secrets.token_urlsafe(12)
+        self.stats_every = stats_every  # seconds between downlink stats lines; 0: none
         self.key = secrets.token_urlsafe(24)
         self.codec = codec
         self.max_text = max_text
@@ -382,7 +383,13 @@ class DeviceSession:
 
     async def _pump_downlink(self, track) -> None:
         stream = self.room.audio_stream(track, sample_rate=dp.SAMPLE_RATE, frame_ms=dp.FRAME_MS)
+        every = max(1, round(self.stats_every * 1000 / dp.FRAME_MS)) if self.stats_every > 0 else 0
+        n = 0
         async for chunk in stream:
+            n += 1
+            if every and n % every == 0:
+                # the downlink's jitter buffer and concealment, for a harness or an operator watching a call
+                log.info("device %s downlink stats %s", self.identity, json.dumps(stream.stats, sort_keys=True))
             if self._ws is None:
                 continue
             self.outbox.put_audio(self.encoder.encode(chunk.samples))

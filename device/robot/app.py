@@ -11,6 +11,7 @@ ever, unless the token was refused and the token source cannot give another.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from .tokens import TokenError, TokenSource
 HEALTH_PERIOD_S = 0.5
 # longest wait for the plugins' router to let go of the room when a session ends
 ROUTER_CLOSE_S = 3.0
+# how often -v logs the speaker's playout stats (jitter-buffer delay, concealed frames)
+SPEAKER_STATS_PERIOD_S = 2.0
 # a session that lasted this long resets the backoff: the next loss is news, not a flap
 STABLE_SESSION_S = 30.0
 
@@ -63,6 +66,7 @@ class RobotApp:
         self.video = None
         self._mic = None
         self._playing: tuple[str, bool] | None = None  # (track sid, from an agent)
+        self._speaker_stream = None  # the AudioStream the speaker plays, for its stats
         self._stop = asyncio.Event()
         self._stop_reason = ""
         self._backoff = Backoff(initial=0.5, maximum=30.0)
@@ -338,12 +342,14 @@ class RobotApp:
         if self._playing is not None and self._playing[1] and not p.is_agent:
             return  # the agent's voice comes first
         self._playing = (pub.sid, p.is_agent)
-        self.audio.play(room.audio_stream(track, sample_rate=48000))
+        self._speaker_stream = room.audio_stream(track, sample_rate=48000)
+        self.audio.play(self._speaker_stream)
         self.log.info("playing %s's audio track %s", p.identity, pub.sid)
 
     def _on_track_gone(self, track, pub, p) -> None:
         if self._playing is not None and self._playing[0] == pub.sid:
             self._playing = None
+            self._speaker_stream = None
             self.audio.play(None)
 
     def _on_link_lost(self, room: Room) -> None:
@@ -364,8 +370,14 @@ class RobotApp:
         return moved
 
     async def _health_loop(self) -> None:
+        stats_due = time.monotonic() + SPEAKER_STATS_PERIOD_S
         while True:
             now = time.monotonic()
+            if now >= stats_due:
+                stats_due = now + SPEAKER_STATS_PERIOD_S
+                stream = self._speaker_stream
+                if stream is not None and self.log.isEnabledFor(logging.DEBUG):
+                    self.log.debug("speaker stats %s", json.dumps(stream.stats, sort_keys=True))
             if self._watchdog is not None:
                 if self._making_progress():
                     self._watchdog.progress(now)

@@ -127,18 +127,25 @@ def plot(run: RunResult, out: Path) -> list[tuple[str, str]]:
             fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
             for r in by[n]:
                 s = r.series.get(sname)
-                if not s or not s["points"]:
+                if not s or not (s["points"] or any(s.get("lines", {}).values())):
                     continue
-                xs, ys = zip(*s["points"])
                 last = r is by[n][-1]
-                kind = "o-" if len(xs) < 30 else "-"
-                ax.plot(xs, ys, kind, alpha=1.0 if last else 0.35, label=f"run {r.repeat}", markersize=3)
+                lines = s.get("lines") or {f"run {r.repeat}": s["points"]}
+                for i, (label, pts) in enumerate(lines.items()):
+                    if not pts:
+                        continue
+                    xs, ys = zip(*pts)
+                    kind = "o-" if len(xs) < 30 else "-"
+                    if "lines" in s:  # one colour per line; earlier repeats faint and unlabelled
+                        label = label if last else None
+                    ax.plot(xs, ys, kind, alpha=1.0 if last else 0.35, label=label, markersize=3,
+                            color=f"C{i}" if "lines" in s else None)
                 ax.set_xlabel(s["x"])
                 ax.set_ylabel(s["y"])
             title = f"{run.target} · {n}: {sname}"
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
-            if len(by[n]) > 1:
+            if len(by[n]) > 1 or any("lines" in (r.series.get(sname) or {}) for r in by[n]):
                 ax.legend(fontsize=8)
             fig.tight_layout()
             fname = re.sub(r"[^a-z0-9]+", "-", f"{n}-{sname}".lower()).strip("-") + ".png"

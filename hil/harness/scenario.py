@@ -30,6 +30,10 @@ class Profile:
     heap_per_cycle: float = 512.0
     rss_per_min: float = 4 * 1024 * 1024
     rss_per_cycle: float = 256 * 1024
+    # media over a call (media.py): on a healthy network and on the lossy one (2 %, ±30 ms) alike
+    loss_max_pct: float = 5.0            # per direction: RTP packets lost (uplink), frames concealed (downlink)
+    rtt_p95_max_ms: float = 2000.0       # round trip, uplink + downlink markers of one second
+    markers_found_min_pct: float = 80.0  # markers each direction must carry for its latency to mean anything
 
 
 PROFILES = {
@@ -143,6 +147,12 @@ class Context:
 
     def series(self, name: str, x: str, y: str, points: list[tuple[float, float]]) -> None:
         self.result.series[name] = {"x": x, "y": y, "points": [[float(a), float(b)] for a, b in points]}
+
+    def multi_series(self, name: str, x: str, y: str, lines: dict[str, list[tuple[float, float]]]) -> None:
+        """A plot of several labelled lines (`points` holds the first, for readers of one line)."""
+        clean = {k: [[float(a), float(b)] for a, b in v] for k, v in lines.items()}
+        first = next(iter(clean.values()), [])
+        self.result.series[name] = {"x": x, "y": y, "points": first, "lines": clean}
 
     def keep_audio(self, name: str, pcm, rate: int) -> None:
         self.result.recordings[name] = (pcm, rate)

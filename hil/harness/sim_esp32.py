@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -42,6 +43,10 @@ def setup(device):
     device.register_rpc("hil.call", call_back)
 '''
 
+# the firmware's stats line (every 10 s) and the gateway's downlink stats line (--stats-every)
+FW_STATS = re.compile(r"\[lkd\] stats .*?played=(\d+) late=(\d+) lost=(\d+) underruns=(\d+) target_ms=(\d+)")
+GW_STATS = re.compile(r"downlink stats (\{.*\})")
+GATEWAY_STATS_S = 2.0
 ERROR_LINE = re.compile(r"Traceback|MemoryError|watchdog reset|\[lkd\] stopped|\[lkd\] config error|app error")
 
 
@@ -51,6 +56,7 @@ class SimEsp32(t.Target):
                               t.AGENT_STATE, t.LED, t.HEAP, t.RSS, t.HANDLES, t.REJOIN, t.LINK_DROP, t.GATEWAY})
     identity_name = "esp32"
     rss_of = "the gateway"
+    app_source = HIL_APP  # what the flash's app.py holds
 
     def __init__(self, *, heap: str = DEFAULT_HEAP, codec: str = "pcm16", board: str = "sim", grace: float = 1.0,
                  sample_every: float = 5.0):
@@ -68,6 +74,7 @@ class SimEsp32(t.Target):
         self._booted_at = 0.0
         self._spk_origin: float | None = None
         self._gw_samples: deque[t.Sample] = deque(maxlen=10_000)
+        self._gw_playout: deque[t.Playout] = deque(maxlen=10_000)
         self._sampler: asyncio.Task | None = None
         self._pump: threading.Thread | None = None
         self._stop_pump = threading.Event()
@@ -83,6 +90,8 @@ class SimEsp32(t.Target):
     async def start(self, url: str, room: str, token: str) -> None:
         self.console = t.Console()
         self._gw_samples.clear()
+        self._gw_playout.clear()
+        self._origins: dict[str, float] = {}
         self._stats, self._leds, self._speaker = {}, [], np.zeros(0, np.int16)
         self._livekit_url = url
         self._gateway_port = free_port()
@@ -91,7 +100,7 @@ class SimEsp32(t.Target):
         try:
             self.dev = SimulatedDevice(f"ws://127.0.0.1:{port}/v1/device", token, board=self.board, codec=self.codec,
                                        play=self._mic if self._mic is not None else np.zeros(0, np.int16),
-                                       heap=self.heap, app_source=HIL_APP)
+                                       heap=self.heap, app_source=self.app_source)
             await asyncio.to_thread(self.dev.start)
         except SimulatorError as e:
             raise t.TargetError(str(e)) from None
@@ -105,19 +114,34 @@ class SimEsp32(t.Target):
     async def _start_gateway(self, url: str) -> None:
         self.gateway = subprocess.Popen(
             [sys.executable, "-m", "lkdevice.cli", "gateway", "--livekit-url", url,
-             "--listen", f"127.0.0.1:{self._gateway_port}", "--grace", f"{self._grace:g}"],
+             "--listen", f"127.0.0.1:{self._gateway_port}", "--grace", f"{self._grace:g}",
+             "--stats-every", str(GATEWAY_STATS_S)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         ready = threading.Event()
 
         def drain():
             for line in self.gateway.stdout:
                 self.gateway_log.append(line.rstrip("\n"))
+                self._gateway_stats(line)
                 if "gateway listening on" in line:
                     ready.set()
             ready.set()
         threading.Thread(target=drain, daemon=True).start()
         if not await asyncio.to_thread(ready.wait, 20) or self.gateway.poll() is not None:
             raise t.TargetError("the gateway did not start: " + " | ".join(list(self.gateway_log)[-5:]))
+
+    def _gateway_stats(self, line: str) -> None:
+        m = GW_STATS.search(line)
+        if m is None:
+            return
+        try:
+            # lost: packets missing at their turn (late ones too); not `concealed`, which also
+            # counts the first frames of every pause in the sender's audio (an underrun looks like a loss)
+            st = json.loads(m.group(1))
+            self._gw_playout.append(t.Playout(time.monotonic(), "gateway", float(st["target_delay_ms"]),
+                                              int(st["decoded"]), int(st["jitter_lost"])))
+        except (ValueError, KeyError, TypeError):
+            pass  # a line cut short: one sample fewer
 
     def _pump_console(self, i: int = 0) -> None:
         # SimulatedDevice keeps its own lines; copy them into the Console as they come (their times with them)
@@ -158,6 +182,7 @@ class SimEsp32(t.Target):
             self._stats = self.dev.stats()
             self._leds = self.dev.led_colors()
             self._speaker = self.dev.speaker_pcm()
+            self._origins = self.dev.io_origins() or getattr(self, "_origins", {})
             self.dev.cleanup()
         if self.gateway is not None:
             if self.gateway.poll() is not None:
@@ -222,7 +247,7 @@ class SimEsp32(t.Target):
         self.dev.set_fault("ap", False)
         try:
             await self.expect(r"\[lkd\] link lost", min(timeout, 10), since=mark)
-            await asyncio.sleep(self.grace + 1.0)
+            await asyncio.sleep(self._grace + 1.0)
         finally:
             self.dev.set_fault("ap", None)
         await self.expect(r"\[lkd\] welcome ", timeout, since=mark)
@@ -232,16 +257,35 @@ class SimEsp32(t.Target):
 
     # --- audio, LED
 
+    def _io_origin(self, which: str) -> float | None:
+        """When the sim's I2S line `which` ("rx", "tx") started, on the harness clock (hil/sim: .t0)."""
+        if self.dev is not None and self.dev.running:
+            got = self.dev.io_origins()
+            if got:
+                self._origins = got
+        at = getattr(self, "_origins", {}).get(which)
+        return None if at is None else at - (time.time() - time.monotonic())
+
     def mic_origin(self) -> float | None:
-        return self._booted_at or None
+        return self._io_origin("rx") or self._booted_at or None
 
     def recording(self) -> t.Recording:
         running = self.dev is not None and self.dev.running
         pcm = self.dev.speaker_pcm() if running else getattr(self, "_speaker", np.zeros(0, np.int16))
-        if running and len(pcm) and self._spk_origin is None:
+        origin = self._io_origin("tx")
+        if origin is None and running and len(pcm) and self._spk_origin is None:
             # the sim writes the speaker on the wall-clock timeline: its length says when sample 0 was
             self._spk_origin = time.monotonic() - len(pcm) / RATE
-        return t.Recording(pcm, RATE, self._spk_origin or self._booted_at)
+        return t.Recording(pcm, RATE, origin or self._spk_origin or self._booted_at)
+
+    def playout(self) -> list[t.Playout]:
+        fw = []
+        for ts, line in self.console.timed_lines():
+            m = FW_STATS.search(line)
+            if m:
+                played, late, lost, _, target_ms = map(int, m.groups())
+                fw.append(t.Playout(ts, "firmware", float(target_ms), played, lost + late))
+        return sorted(list(self._gw_playout) + fw, key=lambda p: p.t)
 
     def led_colors(self) -> list[tuple[float, tuple[int, int, int]]]:
         leds = self.dev.led_colors() if self.dev is not None and self.dev.running else getattr(self, "_leds", [])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -35,6 +36,7 @@ from .procinfo import git_commit, open_handles, rss_bytes
 SPEAKER_RATE = 48000  # the wav backend records at 48 kHz
 WAV_HEADER = 44
 ERROR_LINE = re.compile(r"Traceback|error: |ERROR")
+PLAYOUT_LINE = re.compile(r"speaker stats (\{.*\})")  # the app's -v line every 5 s
 MISSING = {
     t.DATA_OUT: "the robot app has no API for sending data of its own (plugins only answer)",
     t.RPC_OUT: "the robot app has no API for calling an RPC in the room",
@@ -190,6 +192,22 @@ class SimPi(t.Target):
         if len(pcm) and self._spk_origin is None and self.proc is not None and self.proc.poll() is None:
             self._estimate_origin()
         return t.Recording(pcm, SPEAKER_RATE, self._spk_origin or 0.0)
+
+    def playout(self) -> list[t.Playout]:
+        out = []
+        for ts, line in self.console.timed_lines():
+            m = PLAYOUT_LINE.search(line)
+            if m is None:
+                continue
+            try:
+                # lost: packets missing at their turn (late ones too); not `concealed`, which also
+                # counts the first frames of every pause in the sender's audio (an underrun looks like a loss)
+                st = json.loads(m.group(1))
+                out.append(t.Playout(ts, "robot", float(st["target_delay_ms"]), int(st["decoded"]),
+                                     int(st["jitter_lost"])))
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut short: one sample fewer
+        return out
 
     def identity(self) -> t.Identity:
         import lkdevice

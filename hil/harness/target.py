@@ -64,6 +64,21 @@ class Sample:
 
 
 @dataclass
+class Playout:
+    """The device's receive path at `t` (harness clock): one stage's jitter buffer and its frame counters.
+
+    Stages in path order: the first a target names is where the network's packets
+    arrive (the gateway's or the robot's Opus jitter buffer), so its `lost` is the
+    downlink's loss; later ones (the firmware's buffer) come after it."""
+
+    t: float
+    stage: str
+    delay_ms: float   # the jitter buffer's target delay
+    received: int     # frames that arrived in time, so far
+    lost: int         # frames whose packet was missing (lost or late) at its turn, so far
+
+
+@dataclass
 class Recording:
     """The speaker's PCM; sample 0 was played at `origin` (harness monotonic clock, to ~tens of ms)."""
 
@@ -111,6 +126,10 @@ class Console:
     def lines(self, since: int = 0) -> list[str]:
         with self._new:
             return [l for _, l in self._lines[max(0, since - self._dropped):]]
+
+    def timed_lines(self, since: int = 0) -> list[tuple[float, str]]:
+        with self._new:
+            return list(self._lines[max(0, since - self._dropped):])
 
     def find(self, pattern: str, since: int = 0) -> tuple[float, re.Match] | None:
         rx = re.compile(pattern)
@@ -223,6 +242,10 @@ class Target(ABC):
     @abstractmethod
     def samples(self) -> list[Sample]:
         """Every sample so far, oldest first."""
+
+    def playout(self) -> list[Playout]:
+        """The receive path's stats so far, oldest first (empty: the target does not say)."""
+        return []
 
     def led_colors(self) -> list[tuple[float, tuple[int, int, int]]]:
         """(harness time, colour) of each LED change (LED)."""

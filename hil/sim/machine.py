@@ -6,10 +6,13 @@
 #   LKD_HIL_PINS   JSON control file, re-read on change: input pin levels {"0": 0}, and
 #                  faults made on purpose: {"mic": "stop"} I2S RX stops delivering,
 #                  {"speaker": "stop"} I2S TX stops taking data ("error" instead: their
-#                  reads/writes raise OSError(EIO)); {"ap": false} the access point is
-#                  down (network.py, socket.py)
+#                  reads/writes raise OSError(EIO); "mute": TX takes data but the speaker
+#                  plays silence, as a dead amplifier would); {"ap": false} the access
+#                  point is down (network.py, socket.py)
 #   LKD_HIL_STATS  JSON stats file (I2S counters, heap peaks), rewritten every 5 s; the live
-#                  heap samples are appended to LKD_HIL_STATS + ".live", "<ms> <bytes>" a line
+#                  heap samples are appended to LKD_HIL_STATS + ".live", "<ms> <bytes>" a line;
+#                  when each I2S direction's timeline starts, to LKD_HIL_STATS + ".t0",
+#                  "rx|tx <unix time ns>" a line (a harness puts mic and speaker on its clock)
 #   LKD_HIL_NO_PDM, LKD_HIL_NO_MCK: an I2S without PDM_RX / without the mck keyword (stock MicroPython)
 #   LKD_HIL_I2C, LKD_HIL_I2C_LOG: the I2C bus devices and a log of every transfer (see I2C below)
 
@@ -231,6 +234,9 @@ class I2S(io.IOBase):
             line[_F] = open(path, "wb" if tx else "rb") if path else None
             line[_EOF] = line[_F] is None
             line[_T0] = time.ticks_ms()
+            if stats.path:
+                with open(stats.path + ".t0", "a") as f:
+                    f.write("%s %d\n" % ("tx" if tx else "rx", time.time_ns()))
         else:
             gap = time.ticks_diff(time.ticks_ms(), line[_T0]) * 16 - line[_POS]
             if gap > 0:
@@ -370,12 +376,15 @@ class I2S(io.IOBase):
             raise OSError(5)  # EIO
         if f == "stop":
             return None
+        mute = f == "mute"
         line = self.line
         n = min(len(buf) // self.frame_bytes, self.ibuf - self._queued())
         if n <= 0:
             return None
         f = line[_F]
-        if f is not None:
+        if f is not None and mute:
+            self._write_silence(line, n)
+        elif f is not None:
             fb = self.frame_bytes
             if fb == 2:
                 f.write(memoryview(buf)[:n * 2])
