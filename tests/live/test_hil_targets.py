@@ -1,0 +1,72 @@
+"""The real-hardware targets, against the stand-ins this machine has: real tools, simulated hardware.
+
+`esp32:<port>` drives a PtyBoard (the real MicroPython REPL behind a PTY, which
+the board tools use exactly like USB serial): install, provision, console,
+soft reset, heap from the firmware's own RPC. `pi:<user@host>` deploys with
+`lkdevice deploy` to the real sshd of test_deploy.py (FakePi, with the systemd
+stand-in) and reads the service's journal and /proc over ssh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mpremote")
+
+from lkdevice.host_tools.sim_pty import PtyBoard  # noqa: E402
+
+
+def hil(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lkdevice.cli", "hil", "run", *args], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def statuses(report: Path) -> dict[str, tuple[str, str]]:
+    d = json.loads((report / "report.json").read_text())
+    return {r["scenario"]: (r["status"], r["reason"]) for r in d["results"]}
+
+
+@pytest.fixture
+def board():
+    b = PtyBoard().start()
+    yield b
+    b.stop()
+    b.cleanup()
+
+
+def test_esp32_on_a_serial_port_installs_provisions_and_passes(board, tmp_path):
+    out = tmp_path / "rep"
+    r = hil("--target", f"esp32:{board.port}", "--board", "sim", "--scenario", "join", "--scenario", "data-rpc-in",
+            "--scenario", "data-rpc-out", "--scenario", "agent-state", "--scenario", "talk", "--report", str(out))
+    got = statuses(out)
+    assert r.returncode == 0, (got, r.stderr[-3000:])
+    assert {k: v[0] for k, v in got.items()} == {"join": "passed", "data-rpc-in": "passed", "data-rpc-out": "passed",
+                                                 "agent-state": "passed", "talk": "skipped"}, got
+    assert "sound card" in got["talk"][1] and "hil/README.md" in got["talk"][1]
+    ident = json.loads((out / "report.json").read_text())["identity"]
+    assert ident["target"] == f"esp32:{board.port}" and ident["board"] == "boards/sim.json"
+    assert ident["micropython"].startswith("MicroPython ") and len(ident["firmware_hash"]) == 16
+    # the board's flash holds what install and provision put there, app.py included
+    flash = board.flash
+    assert (flash / "app.py").read_text().strip().startswith("def setup(device):")
+    token = json.loads((flash / "config.json").read_text())["token"]
+    shown = r.stdout + r.stderr + "".join(p.read_text() for p in out.iterdir() if p.suffix in (".json", ".md",
+                                                                                                ".html", ".xml"))
+    assert token not in shown
+
+
+def test_a_missing_port_or_an_unknown_kind_is_one_line_and_exit_2():
+    for args, expected in ((["--target", "esp32:/dev/lkd-no-such-port"], "error: no board on /dev/lkd-no-such-port"),
+                           (["--target", "esp32:"], "error: target 'esp32:': say which serial port"),
+                           (["--target", "sim-pi", "--board", "sim"], "error: --board is for sim-esp32 and esp32"),
+                           (["--target", "pic:x"], "error: unknown target 'pic:x'")):
+        r = hil(*args, "--scenario", "join", timeout=60)
+        assert r.returncode == 2 and r.stdout == "", (args, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(expected), (args, r.stderr)
