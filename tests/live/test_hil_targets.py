@@ -70,3 +70,44 @@ def test_a_missing_port_or_an_unknown_kind_is_one_line_and_exit_2():
         assert r.returncode == 2 and r.stdout == "", (args, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(expected), (args, r.stderr)
+
+
+# the "Pi": test_deploy.py's real sshd on 10.77.0.2 with the systemd stand-in (its own, for this module)
+from .test_deploy import HOST, PORT, FakePi, pi  # noqa: E402,F401
+
+
+def pi_args(fake: FakePi) -> list[str]:
+    return ["--ssh-key", str(fake.user_key), "--known-hosts", str(fake.known_hosts), "--pi-any-arch",
+            "--pi-offline", "--pi-python", sys.executable]
+
+
+def test_pi_over_ssh_deploys_runs_the_robot_service_and_passes(pi, tmp_path):
+    out = tmp_path / "rep"
+    r = hil("--target", f"pi:pi@{HOST}:{PORT}", *pi_args(pi), "--scenario", "join", "--scenario", "data-rpc-in",
+            "--scenario", "agent-state", "--scenario", "data-rpc-out", "--report", str(out))
+    got = statuses(out)
+    assert r.returncode == 0, (got, r.stderr[-3000:])
+    assert {k: v[0] for k, v in got.items()} == {"join": "passed", "data-rpc-in": "passed", "agent-state": "passed",
+                                                 "data-rpc-out": "skipped"}, got
+    d = json.loads((out / "report.json").read_text())
+    ident = d["identity"]
+    assert ident["target"] == f"pi:pi@{HOST}:{PORT}" and ident["extra"]["wheel"].startswith("lkdevice-")
+    assert len(ident["firmware_hash"]) == 16 and ident["extra"]["lkdevice"]
+    # the service it ran is the deployed one, and it is stopped after the run
+    assert pi.standin_state()["argv"][0].endswith("/lkdevice-robot/venv/bin/lkdevice")
+    assert pi.standin_state()["state"] == "inactive"
+    cfg = (pi.home / ".config" / "lkdevice" / "robot.toml")
+    assert cfg.stat().st_mode & 0o777 == 0o600
+    token = cfg.read_text().split('token = "')[1].split('"')[0]
+    shown = r.stdout + r.stderr + "".join(p.read_text() for p in out.iterdir() if p.suffix in (".json", ".md",
+                                                                                                ".html", ".xml"))
+    assert token not in shown
+
+
+def test_an_unreachable_pi_is_one_line_and_exit_2(pi):
+    for target, expected in ((f"pi:pi@{HOST}:{PORT + 1}", "refused the connection"),
+                             ("pi:pi@nosuch.invalid", "no such host: nosuch.invalid")):
+        r = hil("--target", target, *pi_args(pi), "--scenario", "join", timeout=60)
+        assert r.returncode == 2 and r.stdout == "", (target, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (target, r.stderr)
