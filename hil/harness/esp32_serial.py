@@ -6,13 +6,14 @@ API); every start provisions a config.json with the gateway URL and the token
 the harness minted (`lkdevice provision`, the secrets in its environment, never
 on a command line or in a line shown), then opens the port, soft-resets the
 board and reads its console. The gateway is the harness's own `lkdevice
-gateway` on an address the board reaches (or, with only a gateway URL, one the
-lab runs: then no gateway restart, no rejoin, no gateway RSS).
+gateway`, behind a relay on an address the board reaches (link.py: a link the
+harness can cut); or, with only a gateway URL, one the lab runs: then no
+gateway restart, no link drop or rejoin, no gateway RSS.
 
-Heap: every few seconds a hidden participant calls the firmware's own
+Heap: every few seconds a participant of the harness calls the firmware's own
 `lkdevice.info` RPC, which collects first and answers `heap_alloc` (the live
-heap). A rejoin is the gateway stopped and started again: the room sees the
-board leave, the firmware says hello again on a new session. The microphone
+heap). A rejoin is the link cut for longer than the gateway's grace: the room
+sees the board leave, the firmware says hello again on a new session. The microphone
 and speaker need a USB sound card wired to the board (hil/README.md); without
 one, scenarios that need them are skipped with that reason.
 """
@@ -39,6 +40,7 @@ from lkdevice.host_tools.livekit_server import DEV_API_KEY, DEV_API_SECRET, free
 
 from . import target as t
 from .gateway_proc import GatewayProcess
+from .link import LinkRelay
 from .procinfo import git_commit
 from .sim_esp32 import ERROR_LINE, HIL_APP, SimEsp32
 
@@ -81,9 +83,10 @@ class Esp32Serial(t.Target):
             self.listen, self.board_url = None, gateway_url
         caps = {t.JOIN, t.DATA_IN, t.RPC_IN, t.DATA_OUT, t.RPC_OUT, t.AGENT_STATE, t.HEAP}
         if self.own_gateway:
-            caps |= {t.RSS, t.HANDLES, t.REJOIN, t.GATEWAY}
+            caps |= {t.RSS, t.HANDLES, t.REJOIN, t.LINK_DROP, t.GATEWAY}
         self.capabilities = frozenset(caps)
         self.gateway: GatewayProcess | None = None
+        self.link: LinkRelay | None = None
         self._installed = False
         self._micropython: str | None = None
         self._ser = None
@@ -131,8 +134,13 @@ class Esp32Serial(t.Target):
         self._samples.clear()
         self._interrupts.clear()
         if self.own_gateway:
-            self.gateway = GatewayProcess(url, self.listen, grace=self.grace)
+            self.gateway = GatewayProcess(url, f"127.0.0.1:{free_port()}", grace=self.grace)
             await self.gateway.start()
+            try:
+                self.link = await LinkRelay(self.listen, self.gateway.listen).start()
+            except OSError as e:
+                await self.gateway.stop()
+                raise t.TargetError(f"cannot listen on {self.listen} for the board: {e.strerror}") from None
         if not self._installed:
             await self._install()
         await self._provision(token)
@@ -171,19 +179,20 @@ class Esp32Serial(t.Target):
         from lkdevice.host_tools.tokens import mint_token
 
         from .far_side import FarSide
+        # visible: an RPC from a hidden participant reaches the device with no caller, and its answer is lost
         token = mint_token(DEV_API_KEY, DEV_API_SECRET, identity=f"{SAMPLER}-{uuid.uuid4().hex[:4]}", room=room,
-                           hidden=True, ttl=3600)
+                           ttl=3600)
         far = None
         try:
             far = await FarSide(SAMPLER).connect(url, token)
             while True:
                 now = time.monotonic()
                 heap = None
-                if far.present(self.identity_name):
+                if far.present(self.identity_name) and not (self.link is not None and self.link.down):
                     try:
                         info = await far.room.local_participant.perform_rpc(
                             destination_identity=self.identity_name, method="lkdevice.info", payload="",
-                            response_timeout=5)
+                            response_timeout=min(5.0, max(1.0, self.sample_every)))
                         heap = json.loads(info).get("heap_alloc")
                     except Exception:  # away in a rejoin, or busy: this sample has no heap
                         pass
@@ -211,6 +220,9 @@ class Esp32Serial(t.Target):
                 await asyncio.to_thread(self._halt)
             except BoardToolError as e:
                 errors.append(f"the board did not stop: {e}")
+        if self.link is not None:
+            await self.link.stop()
+            self.link = None
         if self.gateway is not None:
             errors += await self.gateway.stop()
             self.gateway = None
@@ -240,12 +252,16 @@ class Esp32Serial(t.Target):
         await self._soft_reset()
 
     async def rejoin(self, timeout: float) -> None:
-        """The gateway gone for longer than its grace, then back: a real leave and join for firmware and room."""
+        """The link away for longer than the gateway's grace, then back: a real leave and join for firmware
+        and room (the gateway stays up)."""
         mark = self.console.mark()
-        await self._gateway().stop()
-        await asyncio.sleep(self.grace + 1.0)
-        await self.gateway.start()
+        await self.drop_link(self.grace + 1.0)
         await self.expect(r"\[lkd\] welcome ", timeout, since=mark)
+
+    async def drop_link(self, seconds: float) -> None:
+        self._gateway()
+        self.link.cut(seconds)
+        await asyncio.sleep(seconds)
 
     def gateway_url(self) -> str:
         return self.board_url
@@ -282,7 +298,7 @@ class Esp32Serial(t.Target):
             return NO_SOUND_CARD
         if capability == t.LED:
             return "a real board's LED colours are seen only on the board"
-        if capability in (t.REJOIN, t.GATEWAY, t.RSS, t.HANDLES):
+        if capability in (t.REJOIN, t.LINK_DROP, t.GATEWAY, t.RSS, t.HANDLES):
             return (f"{self.name} goes through a gateway the harness does not run (--gateway-url without "
                     "--gateway-listen)")
         return super().describe_missing(capability)

@@ -9,8 +9,8 @@ stand-in) and reads the service's journal and /proc over ssh.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +59,35 @@ def test_esp32_on_a_serial_port_installs_provisions_and_passes(board, tmp_path):
     shown = r.stdout + r.stderr + "".join(p.read_text() for p in out.iterdir() if p.suffix in (".json", ".md",
                                                                                                 ".html", ".xml"))
     assert token not in shown
+
+
+async def test_esp32_cycles_leave_and_join_through_a_cut_link_with_the_heap_sampled(board, server):
+    from lkdevice.hil.esp32_serial import Esp32Serial
+    from lkdevice.hil.lab import Lab
+    from lkdevice.hil.runner import Runner
+    from lkdevice.hil.scenario import PROFILES
+    from lkdevice.hil.scenarios import SCENARIOS
+
+    lab = Lab(server)
+    profile = dataclasses.replace(PROFILES["ci"], cycles=6, warmup_cycles=2)
+    target = Esp32Serial(board.port, sample_every=1.0)
+    try:
+        result = await Runner(target, lab, profile).run_one(SCENARIOS["cycles"], 1)
+    finally:
+        lab.stop()
+    # every cycle a leave and a join seen by the room (the memory verdict is the gateway's too: asserted below
+    # for the firmware's heap only, the gateway's RSS over a few cycles being its warm-up)
+    cycles = [s for s in result.steps if s.name.startswith("cycle ")]
+    assert len(cycles) == 6 and all(s.status == "passed" for s in cycles), (result.reason, result.steps)
+    assert not result.device_errors, result.device_errors
+    figures = {k: v.value for k, v in result.figures.items()}
+    # the heap is the firmware's own answer to lkdevice.info, sampled through the cycles (the gateway away in each)
+    assert figures["heap_samples"] >= 6 and figures["rss_samples"] >= 10, figures
+    heaps = [s.heap for s in target.samples() if s.heap is not None]
+    assert all(20_000 < h < 136 * 1024 for h in heaps), heaps
+    assert abs(figures["heap_growth_per_cycle"]) < profile.heap_per_cycle, figures
+    # each leave was the link cut: the firmware saw it drop and said hello again each time
+    assert board.output().count(b"[lkd] welcome ") >= 7
 
 
 def test_a_missing_port_or_an_unknown_kind_is_one_line_and_exit_2():
