@@ -23,7 +23,8 @@ class LinkRelay:
         self.listen = listen
         self.upstream = upstream
         self._server: asyncio.base_events.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
+        self._open: set[asyncio.StreamWriter] = set()  # both ends of every forwarded connection
+        self._tasks: set[asyncio.Task] = set()  # one per forwarded connection
         self._down_until = 0.0
         self.connections = 0  # accepted and forwarded, over the relay's life
         self.refused = 0
@@ -37,6 +38,8 @@ class LinkRelay:
         if self._server is not None:
             self._server.close()
             self._drop_all()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=2)
             await self._server.wait_closed()
             self._server = None
 
@@ -55,7 +58,7 @@ class LinkRelay:
         self._open.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.down or len(self._open) >= MAX_CONNECTIONS:
+        if self.down or len(self._tasks) >= MAX_CONNECTIONS:
             self.refused += 1
             writer.transport.abort()
             return
@@ -68,8 +71,13 @@ class LinkRelay:
             return
         self.connections += 1
         self._open |= {writer, up_w}
-        await asyncio.gather(self._pipe(reader, up_w), self._pipe(up_r, writer))
-        self._open -= {writer, up_w}
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            await asyncio.gather(self._pipe(reader, up_w), self._pipe(up_r, writer))
+        finally:
+            self._open -= {writer, up_w}
+            self._tasks.discard(task)
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
