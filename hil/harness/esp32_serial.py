@@ -41,7 +41,7 @@ from lkdevice.host_tools.livekit_server import DEV_API_KEY, DEV_API_SECRET, free
 from . import target as t
 from .gateway_proc import GatewayProcess
 from .link import LinkRelay
-from .procinfo import git_commit
+from .procinfo import firmware_hash, git_commit
 from .sim_esp32 import ERROR_LINE, HIL_APP, SimEsp32
 
 SAMPLER = "hil-heap-sampler"
@@ -316,9 +316,8 @@ class Esp32Serial(t.Target):
     def identity(self) -> t.Identity:
         if self._micropython is None and self._ser is None:
             self._micropython = self._ask_version()
-        sim = SimEsp32(board=self.board).identity()  # what install compiled: this checkout's firmware
         board = self.board if self.board.endswith(".json") else f"boards/{self.board}.json"
-        return t.Identity(self.name, firmware_hash=sim.firmware_hash, micropython=self._micropython,
+        return t.Identity(self.name, firmware_hash=firmware_hash(), micropython=self._micropython,
                           board=board, git_commit=git_commit(Path(__file__).resolve().parent),
                           extra={"port": self.port, "gateway": self.board_url, "codec": self.codec,
                                  **({"gateway_grace_s": str(self.grace)} if self.own_gateway else {})})

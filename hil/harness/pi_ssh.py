@@ -166,7 +166,8 @@ class PiSsh(t.Target):
         await asyncio.sleep(0.5)  # journalctl is following before the service starts
 
     async def _restart(self) -> None:
-        code, out, err = await self._remote.run(f"systemctl restart {self._layout.service}", sudo=True,
+        # not waiting for READY=1 (the robot in the room): how long it takes to join is the scenario's to measure
+        code, out, err = await self._remote.run(f"systemctl restart --no-block {self._layout.service}", sudo=True,
                                                 check_=False, timeout=150)
         if code != 0:
             raise t.TargetError(f"the robot service did not start on {self.opts.target}: "
@@ -182,6 +183,8 @@ class PiSsh(t.Target):
                 self._samples.append(t.Sample(now, rss=rss * 1024, handles=fds))
             except (ValueError, asyncio.TimeoutError):
                 pass  # restarting: no main process this time
+            except Exception:  # the connection is gone (stop(), or the Pi away): no more samples
+                return
             await asyncio.sleep(max(0.0, self.sample_every - (time.monotonic() - now)))
 
     async def stop(self) -> list[str]:

@@ -193,7 +193,7 @@ def _pump(child: subprocess.Popen, state: State, who: str) -> None:
         state.log(who, raw.decode(errors="replace").rstrip("\n"))
 
 
-def start(args, unit: Unit, state: State) -> int:
+def start(args, unit: Unit, state: State, block: bool = True) -> int:
     if not unit.exists:
         print(f"Failed to start {unit.name}: Unit {unit.name} not found.", file=sys.stderr)
         return 5
@@ -203,6 +203,8 @@ def start(args, unit: Unit, state: State) -> int:
     me = [sys.executable, os.path.abspath(__file__), "--state", args.state, "--units", args.units]
     subprocess.Popen(me + ["systemctl", "supervise", unit.name], start_new_session=True, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not block:
+        return 0  # --no-block: the job queued, not waited for (READY=1 comes later, or never)
     deadline = time.monotonic() + unit.sec("TimeoutStartSec", 90)
     while time.monotonic() < deadline:
         st = state.read() if state.path.exists() else {"state": "activating"}
@@ -345,10 +347,10 @@ def main(argv: list[str] | None = None) -> int:
                 unit.wants.unlink()
                 print(f"Removed \"{unit.wants}\".")
         elif verb == "start":
-            code = code or start(args, unit, state)
+            code = code or start(args, unit, state, block="--no-block" not in flags)
         elif verb == "restart":
             stop(unit, state)
-            code = code or start(args, unit, state)
+            code = code or start(args, unit, state, block="--no-block" not in flags)
         elif verb == "stop":
             stop(unit, state)
         elif verb == "is-active":
