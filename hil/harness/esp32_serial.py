@@ -93,6 +93,7 @@ class Esp32Serial(t.Target):
         self._reader: threading.Thread | None = None
         self._samples: deque[t.Sample] = deque(maxlen=10_000)
         self._sampler: asyncio.Task | None = None
+        self._far = None  # the sampler's participant in the room
         self._interrupts: deque[int] = deque(maxlen=1000)  # console marks where the harness itself stopped the firmware
         self._booted_at = 0.0
 
@@ -117,7 +118,7 @@ class Esp32Serial(t.Target):
             app.write_text(HIL_APP)
             out = await self._tool("install", "--board", self.board, "--port", self.port, "--app", str(app),
                                    "--no-reset", "--timeout", str(self.repl_timeout))
-        m = re.search(r"^board on \S+: (MicroPython \S+ \(.*\))$", out, re.M)
+        m = re.search(r"^board on \S+: MicroPython (\S+ \(.*\))$", out, re.M)
         self._micropython = m.group(1) if m else None
         self._installed = True
 
@@ -182,27 +183,31 @@ class Esp32Serial(t.Target):
         # visible: an RPC from a hidden participant reaches the device with no caller, and its answer is lost
         token = mint_token(DEV_API_KEY, DEV_API_SECRET, identity=f"{SAMPLER}-{uuid.uuid4().hex[:4]}", room=room,
                            ttl=3600)
-        far = None
         try:
-            far = await FarSide(SAMPLER).connect(url, token)
+            self._far = await FarSide(SAMPLER).connect(url, token)
             while True:
                 now = time.monotonic()
-                heap = None
-                if far.present(self.identity_name) and not (self.link is not None and self.link.down):
-                    try:
-                        info = await far.room.local_participant.perform_rpc(
-                            destination_identity=self.identity_name, method="lkdevice.info", payload="",
-                            response_timeout=min(5.0, max(1.0, self.sample_every)))
-                        heap = json.loads(info).get("heap_alloc")
-                    except Exception:  # away in a rejoin, or busy: this sample has no heap
-                        pass
-                gw = self.gateway.sample(now) if self.gateway is not None and self.gateway.running else t.Sample(now)
-                if heap is not None or gw.rss is not None:
-                    self._samples.append(t.Sample(now, heap=heap, rss=gw.rss, handles=gw.handles))
+                await self._take_sample()
                 await asyncio.sleep(max(0.0, self.sample_every - (time.monotonic() - now)))
         finally:
+            far, self._far = self._far, None
             if far is not None:
                 await far.close()
+
+    async def _take_sample(self) -> None:
+        """The firmware's live heap (its lkdevice.info answer) and the gateway's RSS and handles, now."""
+        now, heap, far = time.monotonic(), None, self._far
+        if far is not None and far.present(self.identity_name) and not (self.link is not None and self.link.down):
+            try:
+                info = await far.room.local_participant.perform_rpc(
+                    destination_identity=self.identity_name, method="lkdevice.info", payload="",
+                    response_timeout=min(5.0, max(1.0, self.sample_every)))
+                heap = json.loads(info).get("heap_alloc")
+            except Exception:  # away in a rejoin, or busy: this sample has no heap
+                pass
+        gw = self.gateway.sample(now) if self.gateway is not None and self.gateway.running else t.Sample(now)
+        if heap is not None or gw.rss is not None:
+            self._samples.append(t.Sample(now, heap=heap, rss=gw.rss, handles=gw.handles))
 
     async def stop(self) -> list[str]:
         if self._sampler is not None:
@@ -257,6 +262,14 @@ class Esp32Serial(t.Target):
         mark = self.console.mark()
         await self.drop_link(self.grace + 1.0)
         await self.expect(r"\[lkd\] welcome ", timeout, since=mark)
+        # one sample per cycle at the same point of it (a cycle is shorter than the sampling period)
+        far = self._far
+        if far is not None:
+            try:
+                await far.until(lambda: far.present(self.identity_name), 5, "the board back in the room")
+            except TimeoutError:
+                return  # the scenario's own wait says what is wrong
+            await self._take_sample()
 
     async def drop_link(self, seconds: float) -> None:
         self._gateway()
@@ -328,7 +341,7 @@ class Esp32Serial(t.Target):
         try:
             with BoardRepl(self.port, connect_timeout=self.repl_timeout) as repl:
                 info = repl.info
-                return f"MicroPython {info.version_text} ({info.machine or info.platform})"
+                return f"{info.version_text} ({info.machine or info.platform})"
         except BoardToolError:
             return None
 
