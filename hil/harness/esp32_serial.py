@@ -47,7 +47,7 @@ from .sim_esp32 import ERROR_LINE, HIL_APP, SimEsp32
 SAMPLER = "hil-heap-sampler"
 BOOT_LINE = r"\[lkd\] boot "
 NO_SOUND_CARD = ("no sound card given (--sound-card NAME): wire a USB sound card's output to the board's "
-                 "microphone and the board's speaker to its input (hil/README.md, \"Wiring a board\")")
+                 "microphone and the board's speaker to its input (hil/README.md, \"Wiring a board or a Pi in a lab\")")
 
 
 class Esp32Serial(t.Target):
@@ -57,7 +57,7 @@ class Esp32Serial(t.Target):
     def __init__(self, port: str, *, board: str = "sim", gateway_listen: str | None = None,
                  gateway_url: str | None = None, wifi: str = "lkdevice-sim", codec: str = "pcm16",
                  grace: float = 1.0, sample_every: float = 5.0, sound_card: str | None = None,
-                 repl_timeout: float = 5.0):
+                 repl_timeout: float = 10.0):
         super().__init__()
         from lkdevice.host_tools.board.serialport import find_port
         try:
@@ -234,9 +234,14 @@ class Esp32Serial(t.Target):
         return errors
 
     def _halt(self) -> None:
-        from lkdevice.host_tools.board.repl import BoardRepl
-        with BoardRepl(self.port, connect_timeout=self.repl_timeout):
-            pass
+        from lkdevice.host_tools.board.repl import BoardRepl, NoRepl
+        try:
+            with BoardRepl(self.port, connect_timeout=self.repl_timeout):
+                pass
+        except NoRepl:
+            # a busy firmware (or a busy host) may miss the first Ctrl-C: once more, given longer
+            with BoardRepl(self.port, connect_timeout=3 * self.repl_timeout):
+                pass
 
     def _close_console(self) -> None:
         if self._ser is not None:

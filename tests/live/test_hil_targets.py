@@ -141,3 +141,28 @@ def test_an_unreachable_pi_is_one_line_and_exit_2(pi):
         assert r.returncode == 2 and r.stdout == "", (target, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (target, r.stderr)
+
+
+async def test_pi_cycles_are_service_restarts_with_rss_and_handles_read_over_ssh(pi, server):
+    from lkdevice.hil.lab import Lab
+    from lkdevice.hil.pi_ssh import PiSsh
+    from lkdevice.hil.runner import Runner
+    from lkdevice.hil.scenario import PROFILES
+    from lkdevice.hil.scenarios import SCENARIOS
+
+    lab = Lab(server)
+    target = PiSsh(f"pi@{HOST}:{PORT}", ssh_key=str(pi.user_key), known_hosts=str(pi.known_hosts),
+                   python=sys.executable, offline=True, any_arch=True, sample_every=1.0)
+    try:
+        result = await Runner(target, lab, dataclasses.replace(PROFILES["ci"], cycles=3, warmup_cycles=1)).run_one(
+            SCENARIOS["cycles"], 1)
+    finally:
+        lab.stop()
+    cycles = [s for s in result.steps if s.name.startswith("cycle ")]
+    assert len(cycles) == 3 and all(s.status == "passed" for s in cycles), (result.reason, result.steps)
+    assert not result.device_errors, result.device_errors
+    # each cycle a new robot process, its memory read in the Pi's /proc
+    rss = [s.rss for s in target.samples() if s.rss is not None]
+    assert len(rss) >= 5 and all(1 << 20 < r < 2 << 30 for r in rss), rss  # from its start (~12 MB) on
+    assert result.figures["handles_samples"].value >= 5
+    assert pi.standin_state()["state"] == "inactive"  # stopped after the run
