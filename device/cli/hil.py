@@ -4,7 +4,27 @@ from __future__ import annotations
 
 import sys
 
-TARGET_NAMES = ("sim-esp32", "sim-pi")  # kept here so the parser loads nothing of the harness
+TARGET_NAMES = ("sim-esp32", "sim-pi", "esp32:PORT", "pi:USER@HOST")  # kept here: the parser loads no harness
+# the options of the real-hardware targets: (flag, argparse keywords); hil.make_target checks who takes which
+TARGET_OPTIONS = (
+    ("--board", dict(metavar="B", help="sim-esp32, esp32: the board file (a name from boards/ or a JSON file)")),
+    ("--gateway-listen", dict(metavar="HOST:PORT", help="esp32: run the harness's own `lkdevice gateway` here, "
+                                                        "on an address the board reaches (default 127.0.0.1 and "
+                                                        "a free port)")),
+    ("--gateway-url", dict(metavar="URL", help="esp32: the URL the board is provisioned with (default "
+                                               "ws://GATEWAY-LISTEN/v1/device); alone: a gateway the lab runs")),
+    ("--wifi", dict(metavar="SSID", help="esp32: the Wi-Fi the board joins (password from $LKD_WIFI_PASSWORD)")),
+    ("--sound-card", dict(metavar="NAME", help="esp32: the USB sound card wired to the board's mic and speaker")),
+    ("--ssh-key", dict(metavar="KEY", help="pi: SSH private key (default: ssh-agent and ~/.ssh)")),
+    ("--known-hosts", dict(metavar="FILE", help="pi: known_hosts file (default ~/.ssh/known_hosts)")),
+    ("--pi-python", dict(metavar="PY", help="pi: the Pi's Python for the venv (default python3)")),
+    ("--pi-offline", dict(action="store_true", help="pi: install with the Pi's own packages only")),
+    ("--pi-any-arch", dict(action="store_true", help="pi: deploy to a machine that is not armv7l/aarch64")),
+)
+
+
+def target_options(args) -> dict:
+    return {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _ in TARGET_OPTIONS}
 
 
 def _run(args) -> int:
@@ -23,7 +43,7 @@ def _run(args) -> int:
         print("error: --repeat wants 1 or more", file=sys.stderr)
         return 2
     try:
-        target = make_target(args.target)
+        target = make_target(args.target, **target_options(args))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -69,7 +89,8 @@ def add_parsers(sub) -> None:
     r = hs.add_parser("run", help="run scenarios on a target and write a report",
                       epilog="example: host_tools/isolated.sh lkdevice hil run --target sim-pi --profile ci")
     r.add_argument("--target", default="sim-esp32", metavar="T",
-                   help=f"the device under test: {', '.join(TARGET_NAMES)} (default sim-esp32)")
+                   help=f"the device under test: {', '.join(TARGET_NAMES)} (default sim-esp32); "
+                        "e.g. esp32:/dev/ttyUSB0 --board esp32-s3-box-3, pi:pi@raspberrypi.local")
     r.add_argument("--scenario", action="append", metavar="NAME",
                    help="a scenario to run (repeatable; default: all): join, talk, data-rpc-in, data-rpc-out, "
                         "agent-state, long-call, cycles, talk-lossy, long-call-lossy")
@@ -77,4 +98,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--profile", choices=("ci", "full"), default="ci",
                    help="ci: a 1-minute call, 20 cycles; full: 10 minutes, 100 cycles (default ci)")
     r.add_argument("--report", default="hil-report", metavar="DIR", help="where the report goes (default hil-report)")
+    g = r.add_argument_group("real-hardware targets (hil/README.md, \"Wiring a board or a Pi\")")
+    for flag, kw in TARGET_OPTIONS:
+        g.add_argument(flag, **kw)
     r.set_defaults(run=_run)

@@ -15,7 +15,7 @@ from typing import Awaitable, Callable, Union
 
 from livekit.protocol import models
 
-from .errors import RpcError
+from .errors import Disconnected, RpcError
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,11 @@ class RpcEndpoint:
             resp.error.CopyFrom(models.RpcError(code=error.code, message=error.message[:256], data=error.data))
         else:
             resp.payload = payload
-        await self._send(_reliable(caller, rpc_response=resp))
+        try:
+            await self._send(_reliable(caller, rpc_response=resp))
+        except Disconnected:
+            # the room closed while the handler ran (a gateway's device left): no one to answer
+            log.debug("RPC %s: the room closed before the answer", request_id)
 
     # -- caller -------------------------------------------------------------
     async def call(self, destination: str, method: str, payload: str = "", *,

@@ -34,3 +34,16 @@ def git_commit(root: Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return (head + ("+dirty" if dirty else "")) or None
+
+
+def firmware_hash() -> str:
+    """This checkout's firmware and device protocol, as sim-esp32's identity hashes them (16 hex digits):
+    what `lkdevice install` compiles and copies."""
+    import hashlib
+
+    from lkdevice.host_tools.simulator import repo_paths
+    paths = repo_paths()
+    digest = hashlib.sha256()
+    for p in sorted(paths["firmware"].rglob("*.py")) + [paths["device_protocol"]]:
+        digest.update(p.name.encode() + b"\0" + p.read_bytes())
+    return digest.hexdigest()[:16]

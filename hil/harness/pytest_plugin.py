@@ -14,11 +14,16 @@ import pytest
 
 def pytest_addoption(parser) -> None:
     g = parser.getgroup("lkdevice-hil")
-    g.addoption("--lkd-target", metavar="T", help="run the HIL scenarios on this target (sim-esp32, sim-pi)")
+    g.addoption("--lkd-target", metavar="T",
+                help="run the HIL scenarios on this target (sim-esp32, sim-pi, esp32:PORT, pi:USER@HOST)")
     g.addoption("--lkd-scenario", action="append", metavar="NAME", help="a scenario (repeatable; default all)")
     g.addoption("--lkd-repeat", type=int, default=1, metavar="N")
     g.addoption("--lkd-profile", choices=("ci", "full"), default="ci")
     g.addoption("--lkd-report", metavar="DIR", help="also write the harness's report here")
+    # the real-hardware targets' options, as `lkdevice hil run` has them (--lkd-board for --board, ...)
+    from lkdevice.cli.hil import TARGET_OPTIONS
+    for flag, kw in TARGET_OPTIONS:
+        g.addoption("--lkd-" + flag[2:], dest="lkd_" + flag[2:].replace("-", "_"), **kw)
 
 
 class HilFailure(Exception):
@@ -35,7 +40,9 @@ class _Harness:
         from .scenario import PROFILES
         self.config = config
         self.loop = asyncio.new_event_loop()
-        self.target = make_target(config.getoption("lkd_target"))
+        from lkdevice.cli.hil import TARGET_OPTIONS
+        options = {f[2:].replace("-", "_"): config.getoption("lkd_" + f[2:].replace("-", "_")) for f, _ in TARGET_OPTIONS}
+        self.target = make_target(config.getoption("lkd_target"), **options)
         self.lab = Lab().start()
         self.runner = Runner(self.target, self.lab, PROFILES[config.getoption("lkd_profile")],
                              repeat=config.getoption("lkd_repeat"), progress=self._progress)

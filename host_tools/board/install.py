@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from . import firmware
+from . import UsageError, firmware
 from .firmware import FlashFile
 from .repl import BoardRepl
 
@@ -85,8 +85,24 @@ def install(repl: BoardRepl, files: list[FlashFile], out=sys.stdout, frozen: tup
     return report
 
 
+def read_app(path: str) -> FlashFile:
+    """app.py from `path`, checked as Python before it goes on the flash (a broken app would only
+    show as `app error` on the board's console)."""
+    try:
+        data = open(path, "rb").read()
+    except OSError as e:
+        raise UsageError(f"--app {path}: {e.strerror}") from None
+    try:
+        compile(data, path, "exec")
+    except (SyntaxError, ValueError) as e:
+        raise UsageError(f"--app {path}: not valid Python (line {getattr(e, 'lineno', '?')}: "
+                         f"{getattr(e, 'msg', e)})") from None
+    return FlashFile("app.py", data, path)
+
+
 def run(args) -> int:
     board, raw = firmware.load_board(args.board)
+    app = read_app(args.app) if getattr(args, "app", None) else None
     mpy_cross = firmware.mpy_cross_binary(args.mpy_cross)
     with BoardRepl(args.port, connect_timeout=args.timeout) as repl:
         info = repl.info
@@ -101,7 +117,7 @@ def run(args) -> int:
                 print(f"compiling for .mpy v{abi.version}.{abi.sub_version} with {older}", flush=True)
                 compiled = firmware.compile_firmware(board["chip"], older)
         firmware.check_board(info, board["chip"], compiled, board["name"])
-        files = compiled + [FlashFile("board.json", raw, args.board)]
+        files = compiled + [FlashFile("board.json", raw, args.board)] + ([app] if app else [])
         if info.frozen:
             print(f"frozen into the board's image: {', '.join(info.frozen)} (not copied; copies on the flash "
                   "would shadow them)", flush=True)

@@ -193,7 +193,7 @@ def _pump(child: subprocess.Popen, state: State, who: str) -> None:
         state.log(who, raw.decode(errors="replace").rstrip("\n"))
 
 
-def start(args, unit: Unit, state: State) -> int:
+def start(args, unit: Unit, state: State, block: bool = True) -> int:
     if not unit.exists:
         print(f"Failed to start {unit.name}: Unit {unit.name} not found.", file=sys.stderr)
         return 5
@@ -203,6 +203,8 @@ def start(args, unit: Unit, state: State) -> int:
     me = [sys.executable, os.path.abspath(__file__), "--state", args.state, "--units", args.units]
     subprocess.Popen(me + ["systemctl", "supervise", unit.name], start_new_session=True, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not block:
+        return 0  # --no-block: the job queued, not waited for (READY=1 comes later, or never)
     deadline = time.monotonic() + unit.sec("TimeoutStartSec", 90)
     while time.monotonic() < deadline:
         st = state.read() if state.path.exists() else {"state": "activating"}
@@ -260,6 +262,33 @@ def journal(unit: Unit, state: State, lines: int) -> int:
     return 0
 
 
+def follow(state: State, lines: int) -> int:
+    """journalctl -f: the last `lines` lines, then each new one as it comes, until killed."""
+    state.journal.touch()
+    with open(state.journal) as f:
+        old = f.read().splitlines()
+        for line in old[-lines:] if lines else []:
+            print(line, flush=True)
+        while True:
+            line = f.readline()
+            if line:
+                print(line.rstrip("\n"), flush=True)
+            else:
+                time.sleep(0.1)
+
+
+def show(unit: Unit, state: State, prop: str, value_only: bool) -> int:
+    """systemctl show -p MainPID (what the harness reads /proc with); 0 when not running, as systemd."""
+    st = state.read()
+    values = {"MainPID": st.get("main_pid", 0) if st["state"] != "inactive" else 0, "ActiveState": st["state"],
+              "NRestarts": max(0, st.get("starts", 1) - 1)}
+    if prop not in values:
+        print(f"stand-in systemctl: show -p {prop} is not supported", file=sys.stderr)
+        return 1
+    print(values[prop] if value_only else f"{prop}={values[prop]}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--state", required=True)
@@ -282,10 +311,16 @@ def main(argv: list[str] | None = None) -> int:
         name = args.rest[args.rest.index("-u") + 1]
         words = [w for w in words if w != name]
         unit = Unit(Path(args.units), name)
+        if "-f" in flags or "--follow" in flags:
+            return follow(State(root, unit), lines)
         return journal(unit, State(root, unit), lines)
     if "--version" in flags:
         print("systemd 252 (lkdevice test stand-in)")
         return 0
+    prop = None
+    if "-p" in args.rest:
+        prop = args.rest[args.rest.index("-p") + 1]
+        words.remove(prop)
     verb, names = (words[0], words[1:]) if words else ("list-units", [])
     if verb == "daemon-reload":
         return 0
@@ -312,16 +347,18 @@ def main(argv: list[str] | None = None) -> int:
                 unit.wants.unlink()
                 print(f"Removed \"{unit.wants}\".")
         elif verb == "start":
-            code = code or start(args, unit, state)
+            code = code or start(args, unit, state, block="--no-block" not in flags)
         elif verb == "restart":
             stop(unit, state)
-            code = code or start(args, unit, state)
+            code = code or start(args, unit, state, block="--no-block" not in flags)
         elif verb == "stop":
             stop(unit, state)
         elif verb == "is-active":
             st = state.read()["state"]
             print(st)
             code = code or (0 if st == "active" else 3)
+        elif verb == "show" and prop:
+            code = code or show(unit, state, prop, "--value" in flags)
         elif verb == "status":
             code = code or status(unit, state, lines)
         else:

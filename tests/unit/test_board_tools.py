@@ -278,3 +278,16 @@ def test_the_port_is_the_one_given_then_lkd_port_then_the_one_board_plugged_in(m
         serialport.find_port(None)
     monkeypatch.setattr(flash, "list_ports", lambda: [flash.PortInfo("/dev/ttyACM0", 0x303A, 0x1001, "USB JTAG")])
     assert serialport.find_port(None) == "/dev/ttyACM0"
+
+
+def test_install_app_that_is_missing_or_not_python_is_one_line_before_any_board_is_touched(tmp_path):
+    import subprocess
+    import sys
+    bad = tmp_path / "app.py"
+    bad.write_text("def setup(device):\n    device.on('data' lambda: 0)\n")
+    for app, expected in ((tmp_path / "none.py", "error: --app " + str(tmp_path / "none.py") + ": No such file"),
+                          (bad, f"error: --app {bad}: not valid Python (line 2")):
+        r = subprocess.run([sys.executable, "-m", "lkdevice.cli", "install", "--board", "sim", "--port",
+                            "/dev/lkd-no-such-port", "--app", str(app)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith(expected), r.stderr

@@ -20,11 +20,16 @@ def test_an_unknown_scenario_is_one_line_naming_the_known_ones():
 
 
 def test_an_unknown_target_is_one_line():
-    r = hil("--target", "esp32:/dev/ttyUSB0", "--scenario", "join")
+    r = hil("--target", "esp8266:/dev/ttyUSB0", "--scenario", "join")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: unknown target 'esp32:/dev/ttyUSB0'; targets: sim-esp32, sim-pi (esp32:PORT and pi:HOST are not "
-        "built yet)"]
+        "error: unknown target 'esp8266:/dev/ttyUSB0'; targets: sim-esp32, sim-pi, esp32:PORT, pi:USER@HOST"]
+
+
+def test_an_option_for_another_kind_of_target_is_one_line():
+    r = hil("--target", "sim-esp32", "--ssh-key", "k", "--scenario", "join")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["error: --ssh-key is for pi targets, not sim-esp32"]
 
 
 def test_the_help_shows_an_example():

@@ -480,3 +480,29 @@ async def test_a_flood_of_calls_is_answered_busy_beyond_the_limit_not_queued():
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert sum(r == "done" for r in results) == rpc.MAX_INCOMING_CALLS
     await wire.settle()
+
+
+async def test_a_call_whose_room_closed_before_the_answer_ends_quietly():
+    """The gateway forwards a call to its device, the device leaves, the room is closed: the
+    handler's error has no one to go to, and handle_request must not raise (it ran as a task of
+    its own: an unretrieved exception, a traceback in the gateway's log)."""
+    from lkdevice.rtc.errors import Disconnected
+    sent: list[str] = []
+    room_open = asyncio.Event()
+    room_open.set()
+
+    async def send(packet: models.DataPacket) -> None:
+        if not room_open.is_set():
+            raise Disconnected("CLIENT_INITIATED")
+        sent.append(packet.WhichOneof("value"))
+
+    async def device_leaves(inv: RpcInvocation) -> str:
+        room_open.clear()  # the device's session ends and the gateway leaves the room meanwhile
+        raise RpcError(1503, "device left")
+
+    gateway = RpcEndpoint(send)
+    gateway.register("lkdevice.info", device_leaves)
+    req = models.RpcRequest(id="r1", method="lkdevice.info", payload="", response_timeout_ms=1000,
+                            version=RPC_VERSION)
+    await gateway.handle_request("agent", req)  # no Disconnected out of it
+    assert sent == ["rpc_ack"]
