@@ -8,7 +8,6 @@ join/leave cycle fails `cycles` with the bytes per cycle.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import subprocess
@@ -18,7 +17,6 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from lkdevice.hil import report
 from lkdevice.hil.lab import Lab
 from lkdevice.hil.runner import Runner
 from lkdevice.hil.scenario import PROFILES
@@ -38,20 +36,6 @@ def lab(server):
 
 def scenarios(*names: str):
     return [SCENARIOS[n] for n in names]
-
-
-async def test_a_healthy_sim_esp32_passes_and_the_report_says_so(lab, tmp_path):
-    run = await Runner(SimEsp32(), lab, PROFILES["ci"]).run(scenarios("join", "data-rpc-out", "agent-state"))
-    assert [(r.scenario, r.status) for r in run.results] == [
-        ("join", "passed"), ("data-rpc-out", "passed"), ("agent-state", "passed")], [r.reason for r in run.results]
-    out = report.write(run, tmp_path, lab.secrets())
-    d = json.loads((out / "report.json").read_text())
-    assert d["identity"]["target"] == "sim-esp32" and re.fullmatch(r"[0-9a-f]{16}", d["identity"]["firmware_hash"])
-    assert d["identity"]["board"] == "boards/sim.json" and "MicroPython" in d["identity"]["micropython"]
-    cases = ET.parse(out / "junit.xml").getroot().findall("testcase")
-    assert [c.get("name") for c in cases] == ["join[1]", "data-rpc-out[1]", "agent-state[1]"]
-    assert any(p.get("name") == "rpc_call_back_median_s" for p in cases[1].find("properties"))
-    assert "| join | pass |" in (out / "report.md").read_text()
 
 
 async def test_a_heap_too_small_to_join_fails_join_and_the_report_says_memoryerror(lab):
