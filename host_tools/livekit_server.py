@@ -20,6 +20,8 @@ SERVER_VERSION = "v1.13.5"
 SERVER_MODULE = "github.com/livekit/livekit-server/cmd/server"
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret"
+# An empty server exits on SIGTERM in milliseconds; one still running after this needs a second (stop()).
+DRAIN_WAIT = 1.0
 
 
 class ServerUnavailable(RuntimeError):
@@ -186,18 +188,41 @@ class LocalServer:
         # join requests log whole SDP offers: keep each line short
         return "\n".join(line[:300] for line in text.splitlines()[-lines:])
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """A clean shutdown: the server closes its rooms (each participant is sent a leave,
+        SERVER_SHUTDOWN, which it may exit before writing: then the socket's close tells) and exits.
+
+        livekit-server's first SIGTERM only drains: it takes no one new and waits, without end, until
+        its rooms are empty (LivekitServer.Stop(force=false), polled every 5 s); and one that comes
+        in the ~100 ms after its port first answers, before it counts itself running, is dropped.
+        A second signal forces that stop."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            if not self._exits_within(DRAIN_WAIT):  # participants in its rooms: the second signal
+                self.proc.terminate()
+                if not self._exits_within(timeout):
+                    self.kill()
         self.proc = None
 
+    def kill(self) -> None:
+        """A crash: SIGKILL, no participant told; each finds out by its own link."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def _exits_within(self, seconds: float) -> bool:
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
     def restart(self, timeout: float = 20.0) -> None:
-        self.stop()
+        """Gone without a goodbye (kill()) and up again on the same ports: what clients must come
+        back from by themselves. (A clean stop() would end their sessions with SERVER_SHUTDOWN.)"""
+        self.kill()
         self.start(timeout)
 
     def __enter__(self) -> "LocalServer":

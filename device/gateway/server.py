@@ -25,6 +25,7 @@ from ..rtc.room import RoomOptions
 from ..rtc.errors import ConnectError, LiveKitError, ServerUnreachable, TokenRejected, redact_tokens
 from ..rtc.logs import websocket_logger
 from ..rtc.tasks import TaskSet
+from .closing import LINK_CLOSE_TIMEOUT, close_link, send_then_close
 from .link import FrameRejected
 from .session import DeviceSession
 
@@ -94,6 +95,7 @@ class Gateway:
         self._server = await serve(self._serve, self.config.host, self.config.port, ssl=self.config.ssl_context,
                                    max_size=SOCKET_MAX_FRAME, max_queue=32, process_request=self._check_path,
                                    ping_interval=10, ping_timeout=self.config.idle_timeout, compression=None,
+                                   close_timeout=LINK_CLOSE_TIMEOUT,
                                    write_limit=DEVICE_WRITE_LIMIT, logger=websocket_logger("server"))
         log.info("gateway listening on %s for LiveKit at %s", self.url, self.config.livekit_url)
         return self
@@ -142,11 +144,8 @@ class Gateway:
                 session.detach(ws)
 
     async def _reject(self, ws: ServerConnection, exc: _Fatal) -> None:
-        try:
-            await ws.send(json.dumps(dp.error_message(exc.code, exc.message[:2 * dp.MAX_REASON], True, id=exc.id)))
-            await ws.close(exc.close, exc.code)
-        except ConnectionClosed:
-            pass
+        error = dp.error_message(exc.code, exc.message[:2 * dp.MAX_REASON], True, id=exc.id)
+        await send_then_close(ws, json.dumps(error), exc.close, exc.code)
 
     async def _open(self, ws: ServerConnection) -> DeviceSession:
         try:
@@ -227,7 +226,7 @@ class Gateway:
         old = session._ws
         if old is not None:
             session.detach(old)
-            self._tasks.spawn(old.close(dp.CLOSE_REPLACED, "resumed on another link"),
+            self._tasks.spawn(close_link(old, dp.CLOSE_REPLACED, "resumed on another link"),
                               f"closing device {session.identity}'s old link", force=True)
         log.info("device %s resumed", session.identity)
         session.attach(ws, resumed)
@@ -252,7 +251,9 @@ class Gateway:
             except asyncio.TimeoutError:
                 log.info("device %s silent for %.0f s; treating its link as lost", session.identity,
                          self.config.idle_timeout)
-                await ws.close(1001, "silent")
+                # the grace runs from now: a vanished device's socket answers no close frame
+                session.detach(ws)
+                await close_link(ws, 1001, "silent")
                 return
             try:
                 if isinstance(frame, bytes):

@@ -21,6 +21,7 @@ from .codecs import FrameCodec
 from ..rtc.room import LocalAudioTrack, Room, RoomOptions
 from ..rtc.data import DataMessage
 from ..rtc.errors import DataTooLarge, LiveKitError, RpcError
+from .closing import close_link, send_then_close
 from .link import FrameRejected, Outbox, UplinkGuard
 from . import roster
 from ..rtc.rpc import RpcInvocation
@@ -208,8 +209,8 @@ class DeviceSession:
             log.warning("device %s is not reading its messages; dropping its link", self.identity)
             ws = self._ws
             self.detach(ws)
-            self._tasks.spawn(ws.close(1008, "device too slow"), f"closing the link of device {self.identity}",
-                              force=True)
+            self._tasks.spawn(close_link(ws, 1008, "device too slow"),
+                              f"closing the link of device {self.identity}", force=True)
             return True
         self._wake.set()
         return True
@@ -477,13 +478,12 @@ class DeviceSession:
         if self._writer:
             self._writer.cancel()
             self._writer = None
-        if ws is not None:
+        if ws is not None:  # bounded: leaving the room must not wait on a dead link
             if notify:  # the leave goes ahead of anything still queued
-                try:
-                    await asyncio.wait_for(ws.send(json.dumps({"t": "leave", "reason": reason[:dp.MAX_REASON]})), 1.0)
-                except Exception:
-                    pass
-            await ws.close(code if notify else dp.CLOSE_NORMAL, reason[:120])
+                leave = json.dumps({"t": "leave", "reason": reason[:dp.MAX_REASON]})
+                await send_then_close(ws, leave, code, reason[:120])
+            else:
+                await close_link(ws, dp.CLOSE_NORMAL, reason[:120])
         try:
             await self.room.disconnect()
         except Exception:

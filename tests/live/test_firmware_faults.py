@@ -198,3 +198,43 @@ async def test_access_point_away_ten_seconds_then_audio_flows_again(server, gate
     frames = await peer.record(pubs[0].track, 2.0)
     assert tone_frames(frames, 48000, 440) >= 0.9 * 100
     assert not peer.saw("participant_disconnected", lambda p: p.identity == "esp32")
+
+
+async def test_access_point_gone_past_the_grace_the_room_sees_the_board_leave_in_time(server, sims, peers,  # noqa: F811
+                                                                                      room_name):
+    """The access point vanishes: no FIN, no RST reaches the gateway, the board's socket is half-open. The
+    gateway judges the link lost after its silence timeout, and the grace runs from then: the room sees the
+    board leave within silence + grace (+ a margin), not whenever closing the dead socket gives up. Back
+    after that, the board joins afresh (hello, a new session), not a resume."""
+    from lkdevice.gateway import Gateway, GatewayConfig
+
+    silence, grace = 5.0, 5.0
+    bound = silence + grace + 4.0  # generous: a busy 2-core machine; the bug took 10 s more at least
+    async with Gateway(GatewayConfig(livekit_url=server.url, port=0, grace=grace, idle_timeout=silence)) as gw:
+        peer = await peers("agent", server.url, room_name)
+        dev = sims(gw.url, room_name, play=sine(440, 120), wdt_ms=3000)
+        await dev.wait_line(r"\[lkd\] welcome .* grace=5 ", 20)
+        await peer.expect("participant_connected", lambda p: p.identity == "esp32", timeout=10)
+        playing = await peer.publish_tone(1000)  # the agent talks on: the dead socket's buffers fill
+        try:
+            await dev.wait_line(r"\[lkd\] joined identity=agent|participants=1", 10)
+            await asyncio.sleep(2)
+            loop = asyncio.get_running_loop()
+            mark = dev.mark()
+            dropped = loop.time()
+            dev.set_fault("ap", False)
+            await dev.wait_line(r"\[lkd\] link lost; resuming", 3, since=mark)
+            await peer.expect("participant_disconnected", lambda p: p.identity == "esp32", timeout=bound)
+            left_after = loop.time() - dropped
+            assert left_after >= silence + grace - 1.0, f"the room saw the board leave {left_after:.1f} s " \
+                                                        "after the drop: sooner than silence + grace"
+            assert not gw.sessions  # and the session is gone: nothing to resume
+            await asyncio.sleep(max(0.0, bound + 4.0 - (loop.time() - dropped)))  # the AP still gone
+            back = dev.mark()
+            dev.set_fault("ap", None)
+            await dev.wait_line(r"\[lkd\] welcome room=", 20, since=back)
+        finally:
+            playing.cancel()
+        assert dev.find(r"\[lkd\] resumed ", since=mark) is None
+        await peer.expect("participant_connected", lambda p: p.identity == "esp32", timeout=10)
+        assert not resets(dev)
