@@ -71,7 +71,8 @@ class Esp32Serial(t.Target):
         self.board = board
         self.codec = codec
         self.wifi = wifi
-        self.grace = grace
+        self.grace = grace  # the default; ask(link_grace_s=...) changes it for one boot
+        self._grace = grace
         self.sample_every = sample_every
         self.repl_timeout = repl_timeout
         self.own_gateway = gateway_listen is not None or gateway_url is None
@@ -130,12 +131,18 @@ class Esp32Serial(t.Target):
 
     # --- power
 
+    def ask(self, **settings: float) -> dict[str, float | None]:
+        got: dict[str, float | None] = {k: None for k in settings}
+        if t.LINK_GRACE in settings and self.own_gateway:
+            self._grace = got[t.LINK_GRACE] = float(settings[t.LINK_GRACE])
+        return got
+
     async def start(self, url: str, room: str, token: str) -> None:
         self.console = t.Console()
         self._samples.clear()
         self._interrupts.clear()
         if self.own_gateway:
-            self.gateway = GatewayProcess(url, f"127.0.0.1:{free_port()}", grace=self.grace)
+            self.gateway = GatewayProcess(url, f"127.0.0.1:{free_port()}", grace=self._grace)
             await self.gateway.start()
             try:
                 self.link = await LinkRelay(self.listen, self.gateway.listen).start()
@@ -231,6 +238,7 @@ class Esp32Serial(t.Target):
         if self.gateway is not None:
             errors += await self.gateway.stop()
             self.gateway = None
+        self._grace = self.grace
         return errors
 
     def _halt(self) -> None:
@@ -265,7 +273,7 @@ class Esp32Serial(t.Target):
         """The link away for longer than the gateway's grace, then back: a real leave and join for firmware
         and room (the gateway stays up)."""
         mark = self.console.mark()
-        await self.drop_link(self.grace + 1.0)
+        await self.drop_link(self._grace + 1.0)
         await self.expect(r"\[lkd\] welcome ", timeout, since=mark)
         # one sample per cycle at the same point of it (a cycle is shorter than the sampling period)
         far = self._far
@@ -286,7 +294,7 @@ class Esp32Serial(t.Target):
 
     async def restart_gateway(self) -> None:
         gw = self._gateway()
-        await gw.stop()
+        gw.kill()  # like a crash: no goodbye to the board or the room
         await gw.start()
 
     def _gateway(self) -> GatewayProcess:

@@ -52,6 +52,13 @@ class GatewayProcess:
         pid = self.proc.pid if self.proc is not None else 0
         return t.Sample(at, rss=rss_bytes(pid), handles=open_handles(pid))
 
+    def kill(self) -> None:
+        """SIGKILL, like a crash (the log stays, for the errors stop() reports)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
     async def stop(self) -> list[str]:
         """Terminate it; the errors it showed (an early exit, tracebacks, ERROR lines)."""
         if self.proc is None:
