@@ -220,6 +220,22 @@ async def test_bad_token_gets_servers_reason_without_the_token(server, gateway, 
     assert dev.close_code == dp.CLOSE_TOKEN
 
 
+@pytest.mark.parametrize("cut", ["\n", "\x00", "\r\nX-Other: 1"])
+async def test_a_token_with_a_control_character_is_rejected_without_echoing_it(gateway, clients, room_name, cut):
+    """Found by the hil fuzz: such a token cannot go into an HTTP header; the device was told LiveKit was
+    unreachable (so it retried for ever) and the message held the token, split where the redaction missed it."""
+    from lkdevice.host_tools.tokens import mint_token
+    good_shape = mint_token("devkey", "not-the-secret", identity="esp32", room=room_name)
+    bad = good_shape[:20] + cut + good_shape[20:]
+    dev = await clients(gateway.url)
+    msg = await dev.hello(bad)
+    assert msg["t"] == "error" and msg["code"] == "token_rejected" and msg["fatal"], msg
+    for part in bad.split(cut) + good_shape.split("."):
+        assert part[:12] not in msg["message"], msg["message"]
+    await dev.closed.wait()
+    assert dev.close_code == dp.CLOSE_TOKEN
+
+
 @pytest.mark.parametrize("first, code", [
     ('{"t":"hello","v":9,"token":"x","codec":"pcm16"}', "unsupported_version"),
     ('{"t":"hello","v":1,"token":"x","codec":"opus"}', "unsupported_codec"),
