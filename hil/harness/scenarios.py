@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import growth
+from . import fuzz, growth
 from . import target as t
 from .audio import first_voiced, rms_per_frame, silence, sine, voiced_seconds
 from .scenario import Context, Failed, Scenario
@@ -351,4 +351,5 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              lambda p: p.long_call_s + 150),
     Scenario("cycles", frozenset({t.JOIN, t.REJOIN}), _cycles,
              "join/leave cycles; growth per cycle in bytes", lambda p: 90 + 25 * p.cycles),
+    Scenario("fuzz", frozenset({t.JOIN, t.GATEWAY}), fuzz.run, fuzz.SUMMARY, fuzz.bound_s),
 ]}

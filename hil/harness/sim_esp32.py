@@ -46,7 +46,7 @@ ERROR_LINE = re.compile(r"Traceback|MemoryError|watchdog reset|\[lkd\] stopped|\
 class SimEsp32(t.Target):
     name = "sim-esp32"
     capabilities = frozenset({t.JOIN, t.MIC, t.SPEAKER, t.DATA_IN, t.RPC_IN, t.DATA_OUT, t.RPC_OUT,
-                              t.AGENT_STATE, t.LED, t.HEAP, t.RSS, t.HANDLES, t.REJOIN})
+                              t.AGENT_STATE, t.LED, t.HEAP, t.RSS, t.HANDLES, t.REJOIN, t.GATEWAY})
     identity_name = "esp32"
     rss_of = "the gateway"
 
@@ -186,6 +186,9 @@ class SimEsp32(t.Target):
         finally:
             self.dev.set_fault("ap", None)
         await self.expect(r"\[lkd\] welcome ", timeout, since=mark)
+
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self._gateway_port}/v1/device"
 
     def errors(self) -> list[str]:
         return [l for l in self.console.lines() if ERROR_LINE.search(l)][:20]
