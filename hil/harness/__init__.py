@@ -9,7 +9,7 @@ extras (the official SDK as the far side, livekit-agents, matplotlib).
 
 from __future__ import annotations
 
-TARGETS = ("sim-esp32", "sim-pi")
+TARGETS = ("sim-esp32", "sim-pi", "sim-esp32-leaky-gateway")  # the last: a self-test of the harness
 
 
 def make_target(name: str, **options):
@@ -17,6 +17,9 @@ def make_target(name: str, **options):
     if name == "sim-esp32":
         from .sim_esp32 import SimEsp32
         return SimEsp32(**options)
+    if name == "sim-esp32-leaky-gateway":  # broken on purpose: `cycles` must fail it (broken.py)
+        from .sim_esp32 import SimEsp32
+        return SimEsp32(gateway="leaky", **options)
     if name == "sim-pi":
         from .sim_pi import SimPi
         return SimPi(**options)

@@ -40,6 +40,9 @@ def setup(device):
     device.register_rpc("hil.call", call_back)
 '''
 
+# which program serves as the gateway: the real one, or one of the harness's variants (hil/README.md)
+GATEWAYS = {"real": "lkdevice.cli", "leaky": "lkdevice.hil.broken", "traced": "lkdevice.hil.gateway_trace"}
+
 ERROR_LINE = re.compile(r"Traceback|MemoryError|watchdog reset|\[lkd\] stopped|\[lkd\] config error|app error")
 
 
@@ -51,8 +54,11 @@ class SimEsp32(t.Target):
     rss_of = "the gateway"
 
     def __init__(self, *, heap: str = DEFAULT_HEAP, codec: str = "pcm16", board: str = "sim", grace: float = 1.0,
-                 sample_every: float = 5.0):
+                 sample_every: float = 5.0, gateway: str = "real"):
         super().__init__()
+        if gateway not in GATEWAYS:
+            raise ValueError(f"unknown gateway {gateway!r}; gateways: {', '.join(GATEWAYS)}")
+        self.gateway_kind = gateway
         self.heap = heap
         self.codec = codec
         self.board = board
@@ -93,7 +99,7 @@ class SimEsp32(t.Target):
     async def _start_gateway(self, url: str) -> None:
         self._gateway_port = free_port()
         self.gateway = subprocess.Popen(
-            [sys.executable, "-m", "lkdevice.cli", "gateway", "--livekit-url", url,
+            [sys.executable, "-m", GATEWAYS[self.gateway_kind], "gateway", "--livekit-url", url,
              "--listen", f"127.0.0.1:{self._gateway_port}", "--grace", str(self.grace)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         ready = threading.Event()
@@ -221,7 +227,8 @@ class SimEsp32(t.Target):
                             text=True, timeout=10).stdout.strip()
         return t.Identity(self.name, firmware_hash=digest.hexdigest()[:16], micropython=mp or None,
                           board=f"boards/{self.board}.json", git_commit=git_commit(paths["firmware"].parent),
-                          extra={"heap": self.heap, "codec": self.codec, "gateway_grace_s": str(self.grace)})
+                          extra={"heap": self.heap, "codec": self.codec, "gateway_grace_s": str(self.grace),
+                                 "gateway": self.gateway_kind})
 
     def samples(self) -> list[t.Sample]:
         stats = self.dev.stats() if self.dev is not None and self.dev.running else getattr(self, "_stats", {})

@@ -24,7 +24,7 @@ def test_an_unknown_target_is_one_line():
     r = hil("--target", "esp32:/dev/ttyUSB0", "--scenario", "join")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: unknown target 'esp32:/dev/ttyUSB0'; targets: sim-esp32, sim-pi (esp32:PORT and pi:HOST are not "
+        "error: unknown target 'esp32:/dev/ttyUSB0'; targets: sim-esp32, sim-pi, sim-esp32-leaky-gateway (esp32:PORT and pi:HOST are not "
         "built yet)"]
 
 
