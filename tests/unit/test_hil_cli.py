@@ -24,8 +24,8 @@ def test_an_unknown_target_is_one_line():
     r = hil("--target", "esp32:/dev/ttyUSB0", "--scenario", "join")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "error: unknown target 'esp32:/dev/ttyUSB0'; targets: sim-esp32, sim-pi, sim-esp32-leaky-gateway (esp32:PORT and pi:HOST are not "
-        "built yet)"]
+        "error: unknown target 'esp32:/dev/ttyUSB0'; targets: sim-esp32, sim-pi, sim-esp32-leaky-gateway "
+        "(esp32:PORT and pi:HOST are not built yet)"]
 
 
 def test_the_help_shows_an_example():
