@@ -489,9 +489,6 @@ async def run(ctx: Context) -> None:
         ctx.check(not res["worker_errors"], "the fuzz client failed: " + " | ".join(res["worker_errors"]))
         ctx.check(res["sent"] >= count or res["elapsed_s"] < max_s - 1,
                   f"only {res['sent']} of {count} frames in the {max_s:.0f} s the fuzz may take")
-        ctx.check(res["wrong"] == 0 and res["unanswered"] == 0,
-                  f"{res['wrong']} answers not as the spec says ({res['unanswered']} none at all), e.g. "
-                  + " | ".join(res["wrong_examples"][:6]))
     async with ctx.step("the device's audio through the fuzz") as step:
         got = watch.between(t0, t1)
         ctx.check(len(got) > 0.5 * (t1 - t0) / CODE_S, f"the peer heard only {len(got)} frames of the device's "
@@ -533,6 +530,10 @@ async def run(ctx: Context) -> None:
         rss = [(s.t - t0, float(s.rss)) for s in samples if s.rss is not None]
         if rss:
             ctx.series("gateway RSS over the fuzz", "seconds from the fuzz's start", "RSS (bytes)", rss)
+    async with ctx.step("every answer as the spec says"):  # last: the figures above are measured whatever
+        ctx.check(res["wrong"] == 0 and res["unanswered"] == 0,
+                  f"{res['wrong']} answers not as the spec says ({res['unanswered']} none at all), e.g. "
+                  + " | ".join(res["wrong_examples"][:6]))
 
 
 async def _probe(url: str, token: str) -> str:
