@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-TARGET_NAMES = ("sim-esp32", "sim-pi", "esp32:PORT", "pi:USER@HOST")  # kept here: the parser loads no harness
+# kept here: the parser loads no harness; the last is broken on purpose (a self-test of the harness)
+TARGET_NAMES = ("sim-esp32", "sim-pi", "esp32:PORT", "pi:USER@HOST", "sim-esp32-leaky-gateway")
 # the options of the real-hardware targets: (flag, argparse keywords); hil.make_target checks who takes which
 TARGET_OPTIONS = (
     ("--board", dict(metavar="B", help="sim-esp32, esp32: the board file (a name from boards/ or a JSON file)")),
@@ -93,7 +94,8 @@ def add_parsers(sub) -> None:
                         "e.g. esp32:/dev/ttyUSB0 --board esp32-s3-box-3, pi:pi@raspberrypi.local")
     r.add_argument("--scenario", action="append", metavar="NAME",
                    help="a scenario to run (repeatable; default: all): join, talk, data-rpc-in, data-rpc-out, "
-                        "agent-state, long-call, cycles, talk-lossy, long-call-lossy")
+                        "agent-state, long-call, cycles, talk-lossy, long-call-lossy, link-drop-5s, "
+                        "link-drop-30s, server-restart, gateway-restart, fuzz")
     r.add_argument("--repeat", type=int, default=1, metavar="N", help="run each scenario N times (default 1)")
     r.add_argument("--profile", choices=("ci", "full"), default="ci",
                    help="ci: a 1-minute call, 20 cycles; full: 10 minutes, 100 cycles (default ci)")

@@ -197,6 +197,8 @@ class MicrophoneTrack:
         self._space.set()
         if self.muted:
             pcm = np.zeros(self._frame, np.int16)
+        if self.stopped:  # stopped while this frame waited for its source: no encoder any more
+            raise MediaStreamError
         frame: av.AudioFrame | av.Packet
         if self._encoder is not None:
             frame = self._encoder.encode(pcm, self._pts)
@@ -250,6 +252,9 @@ class MicrophoneTrack:
         self._space.set()
         if self._feeder:
             self._feeder.cancel()
+        # the Opus context and its two libav threads go now, not whenever a full collection reaches the
+        # reference cycles a closed session leaves (gateway: two threads more per join/leave cycle)
+        self._encoder = None
 
 
 class _RtpAudioTrack(MediaStreamTrack):

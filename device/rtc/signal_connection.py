@@ -44,6 +44,9 @@ class SignalConnection:
 
     async def open(self, url: str, token: str, query: str, timeout: float) -> rtc.SignalResponse:
         """Connect and return the first response (join, reconnect or leave)."""
+        if any(c < " " or c == "\x7f" for c in token):
+            # no header can carry it, and websockets' complaint would quote the token whole
+            raise TokenRejected(0, "access token holds a control character")
         uri = f"{signal_url(url)}?{query}"
         try:
             self._ws = await asyncio.wait_for(

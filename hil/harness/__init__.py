@@ -9,7 +9,7 @@ extras (the official SDK as the far side, livekit-agents, matplotlib).
 
 from __future__ import annotations
 
-TARGETS = ("sim-esp32", "sim-pi", "esp32:PORT", "pi:USER@HOST")
+TARGETS = ("sim-esp32", "sim-pi", "esp32:PORT", "pi:USER@HOST", "sim-esp32-leaky-gateway")  # the last: a self-test
 
 # which target kinds take which option (the CLI's --board etc., the plugin's --lkd-board etc.)
 OPTIONS = {
@@ -39,6 +39,9 @@ def make_target(name: str, **options):
     if kind == "sim-esp32":
         from .sim_esp32 import SimEsp32
         return SimEsp32(**given)
+    if kind == "sim-esp32-leaky-gateway":  # broken on purpose: `cycles` must fail it (leaky_gateway.py)
+        from .sim_esp32 import SimEsp32
+        return SimEsp32(gateway="leaky", **given)
     if kind == "sim-pi":
         from .sim_pi import SimPi
         return SimPi(**given)

@@ -7,6 +7,8 @@
 - `lossy_link(percent)`: a lab whose server loses `percent` % of the media it
   sends (each direction of a call once): the long call's loss check must fail
   with the figure.
+- a gateway that keeps a buffer per device session: `leaky_gateway.py` (a program of its own, the gateway's
+  process must not load the harness); `SimEsp32(gateway="leaky")`, target `sim-esp32-leaky-gateway`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import growth, media
+from . import fuzz, growth, media
 from . import target as t
 from .audio import first_voiced, silence, voiced_seconds
 from .lab import LOSSY
@@ -384,6 +384,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("long-call-lossy", frozenset({t.JOIN, t.MIC, t.SPEAKER}), impaired(_long_call, **LOSSY),
              "the long call over the lossy network (2 % loss, 30 ± 30 ms per hop): latency and loss show it",
              lambda p: p.long_call_s + 180),
+    Scenario("fuzz", frozenset({t.JOIN, t.GATEWAY}), fuzz.run, fuzz.SUMMARY, fuzz.bound_s),
 ]}
 
 # resilience.py uses boot() above: imported once SCENARIOS exists

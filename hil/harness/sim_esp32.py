@@ -47,6 +47,10 @@ def setup(device):
 FW_STATS = re.compile(r"\[lkd\] stats .*?played=(\d+) late=(\d+) lost=(\d+) underruns=(\d+) target_ms=(\d+)")
 GW_STATS = re.compile(r"downlink stats (\{.*\})")
 GATEWAY_STATS_S = 2.0
+
+# which program serves as the gateway: the real one, or one of the harness's variants (hil/README.md)
+GATEWAYS = {"real": "lkdevice.cli", "leaky": "lkdevice.hil.leaky_gateway", "traced": "lkdevice.hil.gateway_trace"}
+
 ERROR_LINE = re.compile(r"Traceback|MemoryError|watchdog reset|\[lkd\] stopped|\[lkd\] config error|app error")
 
 
@@ -59,8 +63,11 @@ class SimEsp32(t.Target):
     app_source = HIL_APP  # what the flash's app.py holds
 
     def __init__(self, *, heap: str = DEFAULT_HEAP, codec: str = "pcm16", board: str = "sim", grace: float = 1.0,
-                 sample_every: float = 5.0):
+                 sample_every: float = 5.0, gateway: str = "real"):
         super().__init__()
+        if gateway not in GATEWAYS:
+            raise ValueError(f"unknown gateway {gateway!r}; gateways: {', '.join(GATEWAYS)}")
+        self.gateway_kind = gateway
         self.heap = heap
         self.codec = codec
         self.board = board
@@ -113,7 +120,7 @@ class SimEsp32(t.Target):
 
     async def _start_gateway(self, url: str) -> None:
         self.gateway = subprocess.Popen(
-            [sys.executable, "-m", "lkdevice.cli", "gateway", "--livekit-url", url,
+            [sys.executable, "-m", GATEWAYS[self.gateway_kind], "gateway", "--livekit-url", url,
              "--listen", f"127.0.0.1:{self._gateway_port}", "--grace", f"{self._grace:g}",
              "--stats-every", str(GATEWAY_STATS_S)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
@@ -302,7 +309,8 @@ class SimEsp32(t.Target):
                             text=True, timeout=10).stdout.strip()
         return t.Identity(self.name, firmware_hash=digest.hexdigest()[:16], micropython=mp or None,
                           board=f"boards/{self.board}.json", git_commit=git_commit(paths["firmware"].parent),
-                          extra={"heap": self.heap, "codec": self.codec, "gateway_grace_s": str(self.grace)})
+                          extra={"heap": self.heap, "codec": self.codec, "gateway_grace_s": str(self.grace),
+                                 "gateway": self.gateway_kind})
 
     def samples(self) -> list[t.Sample]:
         stats = self.dev.stats() if self.dev is not None and self.dev.running else getattr(self, "_stats", {})

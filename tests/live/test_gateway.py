@@ -220,6 +220,22 @@ async def test_bad_token_gets_servers_reason_without_the_token(server, gateway, 
     assert dev.close_code == dp.CLOSE_TOKEN
 
 
+@pytest.mark.parametrize("cut", ["\n", "\x00", "\r\nX-Other: 1"])
+async def test_a_token_with_a_control_character_is_rejected_without_echoing_it(gateway, clients, room_name, cut):
+    """Found by the hil fuzz: such a token cannot go into an HTTP header; the device was told LiveKit was
+    unreachable (so it retried for ever) and the message held the token, split where the redaction missed it."""
+    from lkdevice.host_tools.tokens import mint_token
+    good_shape = mint_token("devkey", "not-the-secret", identity="esp32", room=room_name)
+    bad = good_shape[:20] + cut + good_shape[20:]
+    dev = await clients(gateway.url)
+    msg = await dev.hello(bad)
+    assert msg["t"] == "error" and msg["code"] == "token_rejected" and msg["fatal"], msg
+    for part in bad.split(cut) + good_shape.split("."):
+        assert part[:12] not in msg["message"], msg["message"]
+    await dev.closed.wait()
+    assert dev.close_code == dp.CLOSE_TOKEN
+
+
 @pytest.mark.parametrize("first, code", [
     ('{"t":"hello","v":9,"token":"x","codec":"pcm16"}', "unsupported_version"),
     ('{"t":"hello","v":1,"token":"x","codec":"opus"}', "unsupported_codec"),
@@ -479,3 +495,47 @@ async def test_a_closed_session_leaves_no_task_behind(server, gateway, clients, 
         await asyncio.sleep(0.1)
     release.set()
     assert not session_tasks(), [t.get_coro() for t in session_tasks()]
+
+
+def _native_threads() -> int:
+    with open("/proc/self/status") as f:
+        return int(f.read().split("Threads:")[1].split()[0])
+
+
+@pytest.mark.parametrize("ending", ["leave", "link lost past the grace"])
+async def test_a_closed_session_ends_its_codec_threads_without_waiting_for_a_collection(server, clients, room_name,
+                                                                                         ending):
+    """Found with the hil's traced gateway (hil/harness/gateway_trace.py): each session's Opus encoder
+    holds two libav threads, and the session's objects sit in reference cycles after it closes; so the
+    threads (and the encoder's memory) stayed until a full collection, two more a cycle (5 -> 91 over
+    60 join/leave cycles of `lkdevice gateway`)."""
+    import gc
+
+    gw = await Gateway(GatewayConfig(livekit_url=server.url, port=0, grace=0.5)).start()
+
+    async def one_session(identity: str) -> None:
+        dev = await joined_device(clients, gw, room_name, identity=identity)
+        if ending == "leave":
+            await dev.send({"t": "leave", "reason": "done"})
+            await asyncio.wait_for(dev.closed.wait(), 10)
+        else:
+            await dev.close()
+            await asyncio.sleep(1.5)  # past the grace: the session leaves the room
+        await asyncio.sleep(0.3)
+
+    try:
+        await one_session("warm")  # the first join starts what every join shares (executor threads, ...)
+        gc.collect()
+        gc.disable()
+        try:
+            before = _native_threads()
+            for i in range(4):
+                await one_session(f"esp32-{i}")
+            await asyncio.sleep(1.0)
+            after = _native_threads()
+            assert not gw.sessions
+        finally:
+            gc.enable()
+    finally:
+        await gw.close()
+    assert after - before <= 1, f"{after - before} more threads after 4 closed sessions ({before} -> {after})"
