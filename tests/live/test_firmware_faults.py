@@ -12,7 +12,9 @@ import asyncio
 import shutil
 import socket
 import threading
+import os
 import time
+from pathlib import Path
 import pytest
 
 from lkdevice.host_tools.simulator import SimulatedDevice
@@ -238,3 +240,35 @@ async def test_access_point_gone_past_the_grace_the_room_sees_the_board_leave_in
         assert dev.find(r"\[lkd\] resumed ", since=mark) is None
         await peer.expect("participant_connected", lambda p: p.identity == "esp32", timeout=10)
         assert not resets(dev)
+
+
+def open_sockets(pid: int) -> int:
+    """The process's open sockets (an fd each on the unix port; on an ESP32 one of lwIP's ~10)."""
+    fds = Path(f"/proc/{pid}/fd")
+    n = 0
+    for fd in fds.iterdir():
+        try:
+            n += os.readlink(fd).startswith("socket:")
+        except OSError:
+            pass  # closed between listing and reading
+    return n
+
+
+async def test_link_drops_do_not_leak_sockets(server, gateway, sims, peers, room_name):  # noqa: F811
+    """Each drop of the access point ends the board's link; the socket must be closed for real, or after a
+    handful of drops a real board has no lwIP socket left to reconnect with."""
+    dev = sims(gateway.url, room_name, play=sine(440, 120), wdt_ms=3000)
+    await dev.wait_line(r"\[lkd\] (welcome|resumed) ", 20)
+    assert dev.proc is not None
+    before = open_sockets(dev.proc.pid)
+    for _ in range(5):
+        await asyncio.sleep(1)  # settled on the link before the next drop
+        mark = dev.mark()
+        dev.set_fault("ap", False)
+        await dev.wait_line(r"\[lkd\] link lost; ", 10, since=mark)
+        back = dev.mark()
+        dev.set_fault("ap", None)
+        await dev.wait_line(r"\[lkd\] (resumed|welcome) ", 20, since=back)
+    after = open_sockets(dev.proc.pid)
+    assert after <= before + 1, f"the firmware holds {after} sockets after 5 link drops, {before} before"
+    assert not resets(dev)
