@@ -535,10 +535,10 @@ class Device:
             last_ping = time.ticks_ms()
             while True:
                 await asyncio.sleep_ms(250)
-                if rx.done() or tx.done():
-                    break
-                if self.ws.failed:
+                if self.ws.failed:  # first: its socket closed, the reader's EBADF is only the echo
                     err = self.ws.failed
+                    break
+                if rx.done() or tx.done():
                     break
                 now = time.ticks_ms()
                 if time.ticks_diff(now, self._last_rx) > _SILENT_MS:
@@ -566,7 +566,7 @@ class Device:
                             "unsupported_version"):
                 raise e
             err = "%s %s" % (e.code, e.reason)
-        elif e is not None:
+        elif e is not None and err is None:
             err = repr(e)
         return err
 

@@ -15,7 +15,7 @@ import binascii
 import machine
 import time
 from micropython import const
-from lkd.ws import WsClosed, parse_url
+from lkd.ws import WsClosed, parse_url, shut
 
 _HEAD = const(2048)  # most bytes of status line and headers
 _BODY = const(4096)  # most bytes of body: a LiveKit token is ~500
@@ -90,7 +90,7 @@ async def fetch(url, ssl_ctx, key=None, timeout_ms=10000):
             if len(body) > _BODY:
                 raise OSError("token_url's answer is over %d bytes, the most the board takes" % _BODY)
         finally:
-            w.close()
+            shut(w)
         body = body.strip()
         if body.startswith(b"{"):
             import json

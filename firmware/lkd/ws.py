@@ -29,6 +29,15 @@ _CTL_BYTES = const(8192)  # their total size
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
+def shut(stream):
+    # MicroPython's Stream.close() does nothing (its wait_closed() closes the socket):
+    # close the socket itself, at once, so no link drop leaks one of lwIP's few sockets
+    try:
+        stream.s.close()
+    except Exception:
+        pass
+
+
 class WsError(Exception):
     pass
 
@@ -438,7 +447,4 @@ class WebSocket:
                 pass
         w = self.writer
         if w is not None:
-            try:
-                w.close()
-            except Exception:
-                pass
+            shut(w)

@@ -288,12 +288,15 @@ async def _memory_verdict(ctx: Context, samples: list[t.Sample], t0: float, *, w
                                    ("rss", f"the RSS of {ctx.target.rss_of}",
                                     prof.rss_per_min if per == "min" else prof.rss_per_cycle),
                                    ("handles", f"the open handles of {ctx.target.rss_of}",
+                                    0.5 if per == "min" else 0.05),
+                                   ("fw_handles", "the open handles of the firmware",
                                     0.5 if per == "min" else 0.05)):
             pts = _points(samples, field, t0)
             if not pts:
                 continue
-            unit = "B" if field != "handles" else ""
-            label = {"heap": "heap live (bytes)", "rss": "RSS (bytes)", "handles": "open handles"}[field]
+            unit = "B" if field in ("heap", "rss") else ""
+            label = {"heap": "heap live (bytes)", "rss": "RSS (bytes)", "handles": "open handles",
+                     "fw_handles": "firmware open handles"}[field]
             if per == "min":
                 g = growth.per_minute(pts, warmup_s)
                 ctx.series(f"{field} over the call", "seconds", label, pts)

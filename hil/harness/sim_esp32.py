@@ -169,7 +169,9 @@ class SimEsp32(t.Target):
     async def _sample_gateway(self) -> None:
         while self.gateway is not None and self.gateway.poll() is None:
             pid = self.gateway.pid
-            self._gw_samples.append(t.Sample(time.monotonic(), rss=rss_bytes(pid), handles=open_handles(pid)))
+            fw = self.dev.proc if self.dev is not None else None  # a leaked socket per link drop shows here
+            self._gw_samples.append(t.Sample(time.monotonic(), rss=rss_bytes(pid), handles=open_handles(pid),
+                                             fw_handles=open_handles(fw.pid) if fw is not None else None))
             await asyncio.sleep(self.sample_every)
 
     async def stop(self) -> list[str]:

@@ -61,6 +61,7 @@ class Sample:
     heap: int | None = None      # bytes live after a collection (firmware)
     rss: int | None = None       # bytes resident (a process: the robot app, the gateway)
     handles: int | None = None   # open file descriptors
+    fw_handles: int | None = None  # the firmware's own, where it runs apart from `handles`' process
 
 
 @dataclass

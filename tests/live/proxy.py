@@ -49,7 +49,8 @@ class TcpRelay:
             except (ConnectionError, OSError):
                 pass
             finally:
-                dst.transport.abort()
+                if dst not in self._frozen:  # behind a dead router the far end hears no FIN, no RST
+                    dst.transport.abort()
 
         async def upstream() -> None:
             head = await reader.read(65536)
@@ -93,9 +94,10 @@ class TcpRelay:
 
     def cut(self) -> None:
         """Abort every relayed connection, with no close handshake, as a dead link would."""
-        for w in list(self._links):
+        for w in list(self._links | self._frozen):
             w.transport.abort()
         self._links.clear()
+        self._frozen.clear()
 
     async def close(self) -> None:
         self.cut()

@@ -12,7 +12,9 @@ import asyncio
 import shutil
 import socket
 import threading
+import os
 import time
+from pathlib import Path
 import pytest
 
 from lkdevice.host_tools.simulator import SimulatedDevice
@@ -158,6 +160,7 @@ def test_wifi_that_the_driver_does_not_restore_is_joined_afresh_with_backoff(boa
 from .test_firmware_sim import mic_reaches_peer, sims  # noqa: E402,F401 (a fixture)
 from ..audio_checks import tone_frames  # noqa: E402
 from .conftest import sine  # noqa: E402
+from .proxy import TcpRelay  # noqa: E402
 
 
 async def test_a_healthy_session_is_never_reset(server, gateway, sims, peers, room_name):  # noqa: F811
@@ -211,8 +214,10 @@ async def test_access_point_gone_past_the_grace_the_room_sees_the_board_leave_in
     silence, grace = 5.0, 5.0
     bound = silence + grace + 4.0  # generous: a busy 2-core machine; the bug took 10 s more at least
     async with Gateway(GatewayConfig(livekit_url=server.url, port=0, grace=grace, idle_timeout=silence)) as gw:
+        # the sim's socket close would send a FIN: the relay, frozen with the AP, keeps it from the gateway
+        relay = await TcpRelay(gw.port).start()
         peer = await peers("agent", server.url, room_name)
-        dev = sims(gw.url, room_name, play=sine(440, 120), wdt_ms=3000)
+        dev = sims(relay.url + "/v1/device", room_name, play=sine(440, 120), wdt_ms=3000)
         await dev.wait_line(r"\[lkd\] welcome .* grace=5 ", 20)
         await peer.expect("participant_connected", lambda p: p.identity == "esp32", timeout=10)
         playing = await peer.publish_tone(1000)  # the agent talks on: the dead socket's buffers fill
@@ -222,6 +227,7 @@ async def test_access_point_gone_past_the_grace_the_room_sees_the_board_leave_in
             loop = asyncio.get_running_loop()
             mark = dev.mark()
             dropped = loop.time()
+            relay.freeze()
             dev.set_fault("ap", False)
             await dev.wait_line(r"\[lkd\] link lost; resuming", 3, since=mark)
             await peer.expect("participant_disconnected", lambda p: p.identity == "esp32", timeout=bound)
@@ -233,8 +239,42 @@ async def test_access_point_gone_past_the_grace_the_room_sees_the_board_leave_in
             back = dev.mark()
             dev.set_fault("ap", None)
             await dev.wait_line(r"\[lkd\] welcome room=", 20, since=back)
+            assert dev.find(r"\[lkd\] resumed ", since=mark) is None
+            await peer.expect("participant_connected", lambda p: p.identity == "esp32", timeout=10)
+            assert not resets(dev)
         finally:
             playing.cancel()
-        assert dev.find(r"\[lkd\] resumed ", since=mark) is None
-        await peer.expect("participant_connected", lambda p: p.identity == "esp32", timeout=10)
-        assert not resets(dev)
+            await asyncio.to_thread(dev.stop)  # before the relay goes, so the board sees no last drop
+            await relay.close()
+
+
+def open_sockets(pid: int) -> int:
+    """The process's open sockets (an fd each on the unix port; on an ESP32 one of lwIP's ~10)."""
+    fds = Path(f"/proc/{pid}/fd")
+    n = 0
+    for fd in fds.iterdir():
+        try:
+            n += os.readlink(fd).startswith("socket:")
+        except OSError:
+            pass  # closed between listing and reading
+    return n
+
+
+async def test_link_drops_do_not_leak_sockets(server, gateway, sims, peers, room_name):  # noqa: F811
+    """Each drop of the access point ends the board's link; the socket must be closed for real, or after a
+    handful of drops a real board has no lwIP socket left to reconnect with."""
+    dev = sims(gateway.url, room_name, play=sine(440, 120), wdt_ms=3000)
+    await dev.wait_line(r"\[lkd\] (welcome|resumed) ", 20)
+    assert dev.proc is not None
+    before = open_sockets(dev.proc.pid)
+    for _ in range(5):
+        await asyncio.sleep(1)  # settled on the link before the next drop
+        mark = dev.mark()
+        dev.set_fault("ap", False)
+        await dev.wait_line(r"\[lkd\] link lost; ", 10, since=mark)
+        back = dev.mark()
+        dev.set_fault("ap", None)
+        await dev.wait_line(r"\[lkd\] (resumed|welcome) ", 20, since=back)
+    after = open_sockets(dev.proc.pid)
+    assert after <= before + 1, f"the firmware holds {after} sockets after 5 link drops, {before} before"
+    assert not resets(dev)
