@@ -278,6 +278,12 @@ async def _cancel(task) -> None:
     task.cancel()
 
 
+# A leak of one handle a cycle reads 1.0; a sample taken while a link reconnects holds one or two more for
+# a moment, which over 20 cycles read 0.05 (the limit was 0.05 then, and flaked): one in every 5 cycles fails
+HANDLES_PER_CYCLE = 0.2
+HANDLES_PER_MIN = 0.5
+
+
 async def _memory_verdict(ctx: Context, samples: list[t.Sample], t0: float, *, warmup_s: float = 0.0,
                           per: str, cycle_ends: list[float] | None = None) -> None:
     prof = ctx.profile
@@ -288,9 +294,9 @@ async def _memory_verdict(ctx: Context, samples: list[t.Sample], t0: float, *, w
                                    ("rss", f"the RSS of {ctx.target.rss_of}",
                                     prof.rss_per_min if per == "min" else prof.rss_per_cycle),
                                    ("handles", f"the open handles of {ctx.target.rss_of}",
-                                    0.5 if per == "min" else 0.05),
+                                    HANDLES_PER_MIN if per == "min" else HANDLES_PER_CYCLE),
                                    ("fw_handles", "the open handles of the firmware",
-                                    0.5 if per == "min" else 0.05)):
+                                    HANDLES_PER_MIN if per == "min" else HANDLES_PER_CYCLE)):
             pts = _points(samples, field, t0)
             if not pts:
                 continue
