@@ -13,23 +13,29 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from typing import Callable
 
 from . import target as t
 from .procinfo import open_handles, rss_bytes
 
 
 class GatewayProcess:
-    def __init__(self, livekit_url: str, listen: str, *, grace: float = 1.0, log_lines: int = 300):
+    def __init__(self, livekit_url: str, listen: str, *, grace: float = 1.0, log_lines: int = 300,
+                 program: str = "lkdevice.cli", extra_args: tuple[str, ...] = (),
+                 on_line: Callable[[str], None] | None = None):
         self.livekit_url = livekit_url
         self.listen = listen
         self.grace = grace
+        self.program = program  # a module run with -m that takes `gateway ...` (the real one, or a variant)
+        self.extra_args = extra_args
+        self.on_line = on_line  # sees every line of its output (e.g. its stats lines)
         self.proc: subprocess.Popen | None = None
         self.log: deque[str] = deque(maxlen=log_lines)  # the newest lines: for errors and the report
 
     async def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lkdevice.cli", "gateway", "--livekit-url", self.livekit_url,
-             "--listen", self.listen, "--grace", str(self.grace)],
+            [sys.executable, "-m", self.program, "gateway", "--livekit-url", self.livekit_url,
+             "--listen", self.listen, "--grace", f"{self.grace:g}", *self.extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         ready = threading.Event()
         proc = self.proc
@@ -37,6 +43,8 @@ class GatewayProcess:
         def drain():
             for line in proc.stdout:
                 self.log.append(line.rstrip("\n"))
+                if self.on_line is not None:
+                    self.on_line(line)
                 if "gateway listening on" in line:
                     ready.set()
             ready.set()
@@ -57,6 +65,7 @@ class GatewayProcess:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
+            self.log.append(f"[hil] gateway killed (SIGKILL), exit {self.proc.returncode}")
             self.proc = None
 
     async def stop(self) -> list[str]:

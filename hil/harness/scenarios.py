@@ -269,15 +269,6 @@ async def _long_call(ctx: Context) -> None:
     await _memory_verdict(ctx, dev.samples(), t0, warmup_s=min(15.0, call_s / 4), per="min")
 
 
-async def _publish_tone(far):
-    from .far_side import publish_tone
-    return await publish_tone(far.room, 1000)
-
-
-async def _cancel(task) -> None:
-    task.cancel()
-
-
 # A leak of one handle a cycle reads 1.0; a sample taken while a link reconnects holds one or two more for
 # a moment, which over 20 cycles read 0.05 (the limit was 0.05 then, and flaked): one in every 5 cycles fails
 HANDLES_PER_CYCLE = 0.2

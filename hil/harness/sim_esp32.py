@@ -13,11 +13,9 @@ that echoes data and calls back an RPC, for data and RPC device -> room.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -28,7 +26,8 @@ from lkdevice.host_tools.livekit_server import free_port
 from lkdevice.host_tools.simulator import DEFAULT_HEAP, RATE, SimulatedDevice, SimulatorError, repo_paths
 
 from . import target as t
-from .procinfo import git_commit, open_handles, rss_bytes
+from .gateway_proc import GatewayProcess
+from .procinfo import firmware_hash, git_commit, open_handles
 
 # the firmware's app API (firmware/README.md, "User code"): what a real board would carry for the harness too
 HIL_APP = '''
@@ -76,8 +75,7 @@ class SimEsp32(t.Target):
         self._gateway_port = 0
         self.sample_every = sample_every
         self.dev: SimulatedDevice | None = None
-        self.gateway: subprocess.Popen | None = None
-        self.gateway_log: deque[str] = deque(maxlen=300)
+        self.gateway: GatewayProcess | None = None
         self._booted_at = 0.0
         self._spk_origin: float | None = None
         self._gw_samples: deque[t.Sample] = deque(maxlen=10_000)
@@ -100,7 +98,6 @@ class SimEsp32(t.Target):
         self._gw_playout.clear()
         self._origins: dict[str, float] = {}
         self._stats, self._leds, self._speaker = {}, [], np.zeros(0, np.int16)
-        self._livekit_url = url
         self._gateway_port = free_port()
         await self._start_gateway(url)
         port = self._gateway_port
@@ -119,23 +116,14 @@ class SimEsp32(t.Target):
         self._sampler = asyncio.ensure_future(self._sample_gateway())
 
     async def _start_gateway(self, url: str) -> None:
-        self.gateway = subprocess.Popen(
-            [sys.executable, "-m", GATEWAYS[self.gateway_kind], "gateway", "--livekit-url", url,
-             "--listen", f"127.0.0.1:{self._gateway_port}", "--grace", f"{self._grace:g}",
-             "--stats-every", str(GATEWAY_STATS_S)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-        ready = threading.Event()
+        self.gateway = GatewayProcess(url, f"127.0.0.1:{self._gateway_port}", grace=self._grace,
+                                      program=GATEWAYS[self.gateway_kind], on_line=self._gateway_stats,
+                                      extra_args=("--stats-every", str(GATEWAY_STATS_S)))
+        await self.gateway.start()
 
-        def drain():
-            for line in self.gateway.stdout:
-                self.gateway_log.append(line.rstrip("\n"))
-                self._gateway_stats(line)
-                if "gateway listening on" in line:
-                    ready.set()
-            ready.set()
-        threading.Thread(target=drain, daemon=True).start()
-        if not await asyncio.to_thread(ready.wait, 20) or self.gateway.poll() is not None:
-            raise t.TargetError("the gateway did not start: " + " | ".join(list(self.gateway_log)[-5:]))
+    @property
+    def gateway_log(self) -> list[str]:
+        return list(self.gateway.log) if self.gateway is not None else []
 
     def _gateway_stats(self, line: str) -> None:
         m = GW_STATS.search(line)
@@ -167,11 +155,11 @@ class SimEsp32(t.Target):
         self.console.close()
 
     async def _sample_gateway(self) -> None:
-        while self.gateway is not None and self.gateway.poll() is None:
-            pid = self.gateway.pid
+        while self.gateway is not None and self.gateway.running:
             fw = self.dev.proc if self.dev is not None else None  # a leaked socket per link drop shows here
-            self._gw_samples.append(t.Sample(time.monotonic(), rss=rss_bytes(pid), handles=open_handles(pid),
-                                             fw_handles=open_handles(fw.pid) if fw is not None else None))
+            sample = self.gateway.sample(time.monotonic())
+            sample.fw_handles = open_handles(fw.pid) if fw is not None else None
+            self._gw_samples.append(sample)
             await asyncio.sleep(self.sample_every)
 
     async def stop(self) -> list[str]:
@@ -194,15 +182,7 @@ class SimEsp32(t.Target):
             self._origins = self.dev.io_origins() or getattr(self, "_origins", {})
             self.dev.cleanup()
         if self.gateway is not None:
-            if self.gateway.poll() is not None:
-                errors.append(f"the gateway exited with {self.gateway.returncode}")
-            self.gateway.terminate()
-            try:
-                self.gateway.wait(10)
-            except subprocess.TimeoutExpired:
-                self.gateway.kill()
-                self.gateway.wait()
-            errors += [l for l in self.gateway_log if "Traceback" in l or " ERROR " in l]
+            errors += await self.gateway.stop()
             self.gateway = None
         self._grace = self.grace
         return errors
@@ -218,10 +198,8 @@ class SimEsp32(t.Target):
             raise t.TargetError("the gateway runs only while the target is started")
         if self._sampler is not None:
             self._sampler.cancel()
-        self.gateway.kill()
-        await asyncio.to_thread(self.gateway.wait)
-        self.gateway_log.append(f"[hil] gateway killed (SIGKILL), exit {self.gateway.returncode}; starting it again")
-        await self._start_gateway(self._livekit_url)
+        await asyncio.to_thread(self.gateway.kill)
+        await self.gateway.start()
         self._sampler = asyncio.ensure_future(self._sample_gateway())
 
     async def drop_link(self, seconds: float) -> None:
@@ -304,12 +282,9 @@ class SimEsp32(t.Target):
 
     def identity(self) -> t.Identity:
         paths = repo_paths()
-        digest = hashlib.sha256()
-        for p in sorted(paths["firmware"].rglob("*.py")) + [paths["device_protocol"]]:
-            digest.update(p.name.encode() + b"\0" + p.read_bytes())
         mp = subprocess.run(["micropython", "-c", "import sys; print(sys.version)"], capture_output=True,
                             text=True, timeout=10).stdout.strip()
-        return t.Identity(self.name, firmware_hash=digest.hexdigest()[:16], micropython=mp or None,
+        return t.Identity(self.name, firmware_hash=firmware_hash(), micropython=mp or None,
                           board=f"boards/{self.board}.json", git_commit=git_commit(paths["firmware"].parent),
                           extra={"heap": self.heap, "codec": self.codec, "gateway_grace_s": str(self.grace),
                                  "gateway": self.gateway_kind})
